@@ -1,0 +1,33 @@
+"""Quality metrics for single-image generation: SIFID / SIFID-E, diversity, patch metrics.
+
+`score(real, fakes)` computes them all; the modules hold the pieces: `backbones`
+(EfficientNet-Lite0, InceptionV3 stem), `sifid` (per-fake SIFID: `sifid.sifid`), `diversity`,
+`patches`, `evaluate` (`score`).
+"""
+
+from sindiffusion.metrics.backbones import (
+    InceptionWeightsMissing,
+    efficientnet_lite0,
+    imagenet_classes,
+    inception_stem,
+)
+from sindiffusion.metrics.diversity import lpips_e, pixel_diversity
+from sindiffusion.metrics.evaluate import METRICS, match_sizes, score
+from sindiffusion.metrics.patches import copy_score, patch_nn_distance, patch_swd
+from sindiffusion.metrics.sifid import frechet_distance
+
+__all__ = [
+    "METRICS",
+    "InceptionWeightsMissing",
+    "copy_score",
+    "efficientnet_lite0",
+    "frechet_distance",
+    "imagenet_classes",
+    "inception_stem",
+    "lpips_e",
+    "match_sizes",
+    "patch_nn_distance",
+    "patch_swd",
+    "pixel_diversity",
+    "score",
+]

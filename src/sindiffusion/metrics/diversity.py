@@ -1,0 +1,61 @@
+"""Diversity between generated samples: SinGAN's pixel diversity and LPIPS-E.
+
+Both need at least two samples of the same size; higher means more diverse. Neither says
+anything about quality (noise is very diverse), so read them beside SIFID and the patch metrics.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from sindiffusion.metrics.backbones import cached_backbone
+
+# EfficientNet-Lite0 blocks read by LPIPS-E: the last block of stages 1-5 (strides 2, 4, 8,
+# 16, 16; 16-112 channels), the counterpart of LPIPS's five AlexNet/VGG stages.
+LPIPS_E_BLOCKS = (0, 2, 4, 7, 10)
+
+_BATCH = 8  # images per backbone call: bounds memory on large images
+
+
+def pixel_diversity(real: torch.Tensor, fakes: torch.Tensor) -> float:
+    """SinGAN's diversity: the std over samples of each pixel value, averaged over pixels and
+    channels, divided by the std of the real image's values.
+
+    `real` `(3, H, W)`, `fakes` `(N >= 2, 3, H2, W2)`, both in [-1, 1]. Population std (ddof 0),
+    as numpy-based implementations (GPDM) compute it. 0 for identical samples.
+    """
+    assert fakes.shape[0] >= 2, "diversity needs at least two samples"
+    spread = fakes.double().std(dim=0, correction=0).mean()
+    return (spread / real.double().std(correction=0).clamp(min=1e-12)).item()
+
+
+def _unit_normalize(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Divide each spatial position's feature vector by its L2 norm over channels (LPIPS)."""
+    return f / (f.square().sum(dim=1, keepdim=True).sqrt() + eps)
+
+
+@torch.no_grad()
+def lpips_e(fakes: torch.Tensor, device: str | torch.device = "cpu") -> float:
+    """LPIPS-E: mean pairwise perceptual distance between samples, on EfficientNet-Lite0.
+
+    For each pair: at each block of `LPIPS_E_BLOCKS`, unit-normalise the features over
+    channels, take the squared difference summed over channels and averaged over positions;
+    sum over blocks. That is LPIPS with all linear weights 1 (no learned layer exists for this
+    network), so it is not comparable with published LPIPS values. `fakes` `(N >= 2, 3, H, W)` in
+    [-1, 1]; 0 for identical samples; each block adds at most 4.
+    """
+    assert fakes.shape[0] >= 2, "diversity needs at least two samples"
+    model = cached_backbone("efficientnet", str(device), None)
+    feats: list[list[torch.Tensor]] = [[] for _ in LPIPS_E_BLOCKS]
+    for batch in fakes.split(_BATCH):
+        outs = model.forward_features(batch.to(device, torch.float32), LPIPS_E_BLOCKS)
+        for acc, f in zip(feats, outs, strict=True):
+            acc.append(_unit_normalize(f))
+    layers = [torch.cat(acc) for acc in feats]
+    pairs = list(itertools.combinations(range(fakes.shape[0]), 2))
+    total = 0.0
+    for i, j in pairs:
+        total += sum((f[i] - f[j]).square().sum(dim=0).mean().item() for f in layers)
+    return total / len(pairs)
