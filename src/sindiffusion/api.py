@@ -1,0 +1,202 @@
+"""The public Python API: `train()`, `load()` and the `SinDiffusion` model object.
+
+import sindiffusion
+model = sindiffusion.train("photo.jpg", preset="fast", minutes=5, out="runs/photo")
+images = model.sample(n=4, size=(256, 512), seed=0)   # (4, 3, 256, 512) in [-1, 1]
+model.save("runs/photo")
+model = sindiffusion.load("runs/photo")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import Checkpoint, checkpoint_path, load_checkpoint, save_checkpoint
+from .config import Config, preset
+from .diffusion import Denoiser
+from .errors import SinDiffusionError
+from .image import MIN_SIDE, from_uint8, load_image, to_uint8
+from .samplers import clipped, get_sampler
+from .train import Trainer, bf16_fast, default_device
+from .unet import UNet
+
+MAX_PIXELS_PER_BATCH = 1 << 20  # samples are drawn in chunks of about this many pixels
+
+
+class SinDiffusion:
+    """A trained single-image diffusion model (EMA weights) and its training image.
+
+    `image` is the training image (3, H, W) in [-1, 1]; `denoiser(x, sigma) -> x0_hat` is the
+    denoiser every sampler, guidance and application uses.
+    """
+
+    def __init__(self, checkpoint: Checkpoint, device: str | torch.device | None = None):
+        self.device = torch.device(device) if device is not None else default_device()
+        self._checkpoint = checkpoint
+        self.config: Config = checkpoint.config
+        self.image: torch.Tensor = checkpoint.image
+        self.step: int = checkpoint.step
+        unet = UNet(self.config.model)
+        unet.load_state_dict(checkpoint.ema)
+        unet.eval().requires_grad_(False).to(self.device)
+        bf16 = self.config.train.bf16 and bf16_fast(self.device)
+        if self.config.train.channels_last:
+            unet.to(memory_format=torch.channels_last)
+        self.denoiser = Denoiser(unet, self.config.diffusion, bf16=bf16).to(self.device)
+        self.denoiser.channels_last = self.config.train.channels_last
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: Checkpoint, device: str | torch.device | None = None
+    ) -> SinDiffusion:
+        return cls(checkpoint, device=device)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the training image."""
+        return tuple(self.image.shape[-2:])
+
+    def output_size(
+        self, size: tuple[int, int] | None = None, scale: tuple[float, float] | None = None
+    ) -> tuple[int, int]:
+        """The (height, width) of a sample: `size`, or the training size times `scale` (sy, sx)."""
+        if size is not None and scale is not None:
+            raise SinDiffusionError("give either a size or a scale, not both.")
+        if size is None:
+            sy, sx = scale if scale is not None else (1.0, 1.0)
+            size = (round(self.size[0] * sy), round(self.size[1] * sx))
+        h, w = int(size[0]), int(size[1])
+        if min(h, w) < MIN_SIDE:
+            raise SinDiffusionError(
+                f"output size {w}x{h} is too small; each side must be at least {MIN_SIDE} px."
+            )
+        return h, w
+
+    def sample(
+        self,
+        n: int = 1,
+        size: tuple[int, int] | None = None,
+        scale: tuple[float, float] | None = None,
+        steps: int | None = None,
+        sampler: str | None = None,
+        seed: int = 0,
+        generator: torch.Generator | None = None,
+        denoiser: Callable | None = None,
+        callback: Callable[[dict], None] | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Draw `n` new images; returns (n, 3, H, W) in [-1, 1] on the CPU.
+
+        size: (height, width) of the output, any size (default: the training image's);
+        scale: (sy, sx) factors of the training size instead of `size`;
+        steps, sampler: override the config's sampler (see `samplers.SAMPLERS`);
+        seed or generator: the same seed with the same arguments gives the same images;
+        denoiser: a wrapped denoiser (e.g. guidance) to use instead of the model's own.
+        """
+        h, w = self.output_size(size, scale)
+        steps = steps or self.config.diffusion.sample_steps
+        fn = get_sampler(sampler or self.config.diffusion.sampler)
+        if generator is None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        den = denoiser or self.denoiser
+        if self.config.diffusion.clip_denoised:
+            den = clipped(den)
+        sigmas = self.denoiser.sampling_sigmas(steps).to(self.device)
+        chunk = max(1, MAX_PIXELS_PER_BATCH // (h * w))
+        out = []
+        bar = tqdm(total=n * steps, disable=not progress, unit="step", desc="sampling")
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            noise = torch.randn((m, 3, h, w), generator=generator, device=generator.device)
+            x = noise.to(self.device) * sigmas[0]
+
+            def step_cb(info, m=m):
+                bar.update(m)
+                if callback is not None:
+                    callback(info)
+
+            x = fn(den, x, sigmas, generator=generator, callback=step_cb)
+            out.append(x.clamp(-1, 1).cpu())
+        bar.close()
+        return torch.cat(out)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write this model as a run folder (or a .safetensors file path); returns the file."""
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            raise SinDiffusionError(f"{path}: save() takes a run folder, not a file name.")
+        return save_checkpoint(path, self._checkpoint)
+
+
+def load(path: str | os.PathLike, device: str | torch.device | None = None) -> SinDiffusion:
+    """Load a run folder (or its checkpoint.safetensors) written by `train` or `save`."""
+    return SinDiffusion(load_checkpoint(path), device=device)
+
+
+def train(
+    image: str | os.PathLike | torch.Tensor,
+    preset: str = "fast",
+    out: str | os.PathLike | None = None,
+    steps: int | None = None,
+    minutes: float | None = None,
+    seed: int = 0,
+    max_size: int | None = None,
+    config: Config | None = None,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    callback: Callable[[dict], None] | None = None,
+) -> SinDiffusion:
+    """Learn a diffusion model from one image; returns the trained `SinDiffusion`.
+
+    image: a path (any format Pillow reads) or a tensor (3, H, W) in [-1, 1];
+    preset: "fast" (default, minutes on a CPU) or "paper" (the published recipe);
+    out: run folder for checkpoints, previews and logs (None: keep nothing on disk);
+    steps / minutes: stop after this many steps or this much training time in total;
+    max_size: long side of the training image (default: the config's, 250 px);
+    config: a full `Config` instead of a preset; resume: continue from `out`'s checkpoint.
+    """
+    cfg = config if config is not None else _preset(preset)
+    if max_size is not None:
+        cfg.train.max_size = max_size
+    stride = 2 ** (len(cfg.model.channel_mults) - 1)
+    resume_ckpt = None
+    if resume:
+        if out is None or not checkpoint_path(out).exists():
+            raise SinDiffusionError(f"nothing to resume in {out}; train without --resume first.")
+        resume_ckpt = load_checkpoint(out)
+        cfg, img = resume_ckpt.config, resume_ckpt.image
+    elif isinstance(image, torch.Tensor):
+        img = _check_tensor(image)
+    else:
+        img = load_image(image, max_size=cfg.train.max_size, multiple=stride)
+    trainer = Trainer(img, cfg, seed=seed, run_dir=out, device=device, resume=resume_ckpt)
+    trainer.run(steps=steps, minutes=minutes, progress=progress, callback=callback)
+    return SinDiffusion(trainer.checkpoint(), device=trainer.device)
+
+
+def _preset(name: str) -> Config:
+    try:
+        return preset(name)
+    except ValueError as e:
+        raise SinDiffusionError(str(e) + ".") from None
+
+
+def _check_tensor(image: torch.Tensor) -> torch.Tensor:
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise SinDiffusionError(
+            f"image tensor has shape {tuple(image.shape)}; give (3, H, W) in [-1, 1]."
+        )
+    if min(image.shape[-2:]) < MIN_SIDE:
+        raise SinDiffusionError(f"image is too small; each side must be at least {MIN_SIDE} px.")
+    if not torch.isfinite(image).all():
+        raise SinDiffusionError(
+            "image tensor holds NaN or infinite values; give values in [-1, 1]."
+        )
+    # Quantised to 8 bits as in the checkpoint, so a resumed run sees the very same image.
+    return from_uint8(to_uint8(image))

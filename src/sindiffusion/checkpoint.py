@@ -1,0 +1,142 @@
+"""The run folder: atomic save, validated load.
+
+A run folder holds:
+
+- ``checkpoint.safetensors`` — everything needed to sample *and* to resume, in one file that
+  is replaced atomically (temporary file, then rename), so a crash at any moment leaves the
+  previous checkpoint loadable: the network weights (``model.*``), their EMA (``ema.*``, used
+  for sampling), the AdamW state (``optim.*``), the training random-generator state, the
+  training image (uint8), and in its metadata the full `Config` as JSON, the step, the
+  elapsed training time and the package version.
+- ``config.json`` and ``image.png`` — human-readable copies of the config and training image.
+- ``log.csv``, ``loss.png`` and ``previews/`` — the training log, its curve and sample grids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import Config
+from .errors import CheckpointError
+from .image import atomic_write, from_uint8, save_image, to_uint8
+
+FORMAT = "sindiffusion-checkpoint-v1"
+CHECKPOINT = "checkpoint.safetensors"
+
+
+@dataclass
+class Checkpoint:
+    """The contents of a checkpoint file, in memory."""
+
+    config: Config
+    model: dict[str, torch.Tensor]  # raw network weights
+    ema: dict[str, torch.Tensor]  # EMA weights (what samples come from)
+    image: torch.Tensor  # the training image (3, H, W) in [-1, 1]
+    step: int = 0
+    elapsed: float = 0.0  # seconds of training so far
+    seed: int = 0
+    version: str = ""
+    optimizer: dict[str, Any] | None = None  # torch optimizer state_dict, None if not saved
+    rng_state: torch.Tensor | None = None  # training generator state
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. the time budget of the run
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """Accept a run folder or a checkpoint file; return the file's path."""
+    path = Path(path)
+    return path / CHECKPOINT if path.is_dir() or path.suffix != ".safetensors" else path
+
+
+def save_checkpoint(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
+    """Write `ckpt` into `run_dir` (created if needed) atomically; return the file's path."""
+    from . import __version__
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    tensors.update({f"model.{k}": v for k, v in ckpt.model.items()})
+    tensors.update({f"ema.{k}": v for k, v in ckpt.ema.items()})
+    tensors["image"] = to_uint8(ckpt.image)
+    meta: dict[str, str] = {
+        "format": FORMAT,
+        "version": __version__,
+        "config": ckpt.config.to_json(),
+        "step": str(ckpt.step),
+        "elapsed": repr(float(ckpt.elapsed)),
+        "seed": str(ckpt.seed),
+        "extra": json.dumps(ckpt.extra),
+    }
+    if ckpt.optimizer is not None:
+        for pid, state in ckpt.optimizer["state"].items():
+            for key, value in state.items():
+                tensors[f"optim.{pid}.{key}"] = torch.as_tensor(value)
+        meta["optimizer_param_groups"] = json.dumps(ckpt.optimizer["param_groups"])
+    if ckpt.rng_state is not None:
+        tensors["rng_state"] = ckpt.rng_state
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    path = run_dir / CHECKPOINT
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(run_dir / "config.json", lambda tmp: Path(tmp).write_text(ckpt.config.to_json()))
+    if not (run_dir / "image.png").exists():
+        save_image(ckpt.image, run_dir / "image.png")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a run folder or checkpoint file; a missing, foreign or corrupt one raises
+    `CheckpointError` with a one-sentence message."""
+    file = checkpoint_path(path)
+    if not file.exists():
+        raise CheckpointError(
+            f"{path} holds no {CHECKPOINT}; give a run folder written by 'sindiffusion train'."
+        )
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise CheckpointError(
+                    f"{file} is not a sindiffusion checkpoint; give a run folder written by "
+                    "'sindiffusion train'."
+                )
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        config = Config.from_dict(json.loads(meta["config"]))
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"{file} is corrupt or unreadable ({type(e).__name__}); retrain or use an earlier copy."
+        ) from None
+
+    def part(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    optimizer = None
+    if "optimizer_param_groups" in meta:
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in part("optim.").items():
+            pid, key = k.split(".", 1)
+            state.setdefault(int(pid), {})[key] = v
+        optimizer = {"state": state, "param_groups": json.loads(meta["optimizer_param_groups"])}
+    if "image" not in tensors or not part("ema."):
+        raise CheckpointError(f"{file} is incomplete; retrain or use an earlier copy.")
+    return Checkpoint(
+        config=config,
+        model=part("model."),
+        ema=part("ema."),
+        image=from_uint8(tensors["image"]),
+        step=int(meta.get("step", 0)),
+        elapsed=float(meta.get("elapsed", 0.0)),
+        seed=int(meta.get("seed", 0)),
+        version=meta.get("version", ""),
+        optimizer=optimizer,
+        rng_state=tensors.get("rng_state"),
+        extra=json.loads(meta.get("extra", "{}")),
+    )

@@ -1,0 +1,245 @@
+"""The `sindiffusion` command: a thin layer over the Python API.
+
+Every error a user can cause is printed as one line (`error: ...`) with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from . import __version__
+from .errors import SinDiffusionError
+
+DEMO_IMAGE = "rocket.jpg"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return v
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=_positive_int, default=8, help="number of samples (default 8)")
+    p.add_argument("--size", help="output size WIDTHxHEIGHT, e.g. 512x256 (default: training size)")
+    p.add_argument("--scale", help="output size as factors of the training size, e.g. 1.5x1")
+    p.add_argument("--steps", type=_positive_int, help="sampler steps (default: the preset's)")
+    p.add_argument("--sampler", help="ddpm, ddim, heun or dpmpp_2m (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sindiffusion",
+        description="Learn a diffusion model from one image; sample new images of any size.",
+    )
+    parser.add_argument("--version", action="version", version=f"sindiffusion {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="learn a model from one image")
+    p.add_argument("image", help="the training image (PNG, JPEG, WebP, TIFF, BMP)")
+    p.add_argument("--out", required=True, help="run folder for checkpoints, previews and logs")
+    p.add_argument("--preset", default="fast", help="fast (default) or paper")
+    p.add_argument(
+        "--config", help="a config JSON (e.g. a run folder's config.json) instead of a preset"
+    )
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--steps", type=_positive_int, help="optimiser steps (default: the preset's)"
+    )
+    budget.add_argument("--minutes", type=_positive_float, help="training-time budget in minutes")
+    p.add_argument(
+        "--max-size", type=_positive_int, default=None, help="long side in px (default 250)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the run folder's checkpoint"
+    )
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("sample", help="draw new images from a trained run")
+    p.add_argument("run", help="run folder written by 'sindiffusion train'")
+    p.add_argument("--out", required=True, help="output folder for PNGs and grid.png")
+    _add_sampling_args(p)
+
+    p = sub.add_parser("info", help="describe a run: parameters, receptive field, image size")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("demo", help="train on the bundled image and write samples")
+    p.add_argument(
+        "--out", default="sindiffusion-demo", help="output folder (default ./sindiffusion-demo)"
+    )
+    p.add_argument("--minutes", type=_positive_float, default=3.0, help="training time (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 on success)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse's own usage errors and --help
+        return int(e.code or 0)
+    try:
+        return COMMANDS[args.command](args)
+    except SinDiffusionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# --- commands ----------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from .api import train
+
+    t0 = time.perf_counter()
+    model = train(
+        args.image,
+        preset=args.preset,
+        config=load_config(args.config) if args.config else None,
+        out=args.out,
+        steps=args.steps,
+        minutes=args.minutes,
+        seed=args.seed,
+        max_size=args.max_size,
+        resume=args.resume,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    h, w = model.size
+    print(
+        f"trained {model.step} steps on a {w}x{h} image in {time.perf_counter() - t0:.0f} s; "
+        f"run folder: {args.out}"
+    )
+    return 0
+
+
+def load_config(path: str | Path):
+    """Read a `Config` from a JSON file, with a one-line error for a bad file."""
+    from .config import Config
+
+    try:
+        return Config.from_dict(json.loads(Path(path).read_text()))
+    except OSError:
+        raise SinDiffusionError(f"{path}: cannot read this config file; check the path.") from None
+    except (ValueError, TypeError) as e:
+        raise SinDiffusionError(f"{path} is not a valid sindiffusion config ({e}).") from None
+
+
+def _sample_kwargs(args: argparse.Namespace) -> dict:
+    from .image import parse_scale, parse_size
+
+    if args.size and args.scale:
+        raise SinDiffusionError("give either --size or --scale, not both.")
+    return {
+        "size": parse_size(args.size) if args.size else None,
+        "scale": parse_scale(args.scale) if args.scale else None,
+        "steps": args.steps,
+        "sampler": args.sampler,
+        "seed": args.seed,
+    }
+
+
+def write_samples(images, out: str | Path, prefix: str = "sample") -> Path:
+    """Write each (3, H, W) image as PREFIX-NNN.png and all of them as grid.png; returns the grid."""
+    from .image import make_grid, save_image
+
+    out = Path(out)
+    for i, img in enumerate(images):
+        save_image(img, out / f"{prefix}-{i:03d}.png")
+    return save_image(make_grid(images, nrow=4), out / "grid.png")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .api import load
+
+    kwargs = _sample_kwargs(args)
+    model = load(args.run, device=args.device)
+    t0 = time.perf_counter()
+    images = model.sample(n=args.n, progress=True, **kwargs)
+    dt = time.perf_counter() - t0
+    grid = write_samples(images, args.out)
+    h, w = images.shape[-2:]
+    print(
+        f"wrote {args.n} samples of {w}x{h} px to {args.out} ({dt / args.n:.2f} s each); grid: {grid}"
+    )
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .unet import UNet, count_parameters, measure_receptive_field
+
+    ckpt = load_checkpoint(args.run)
+    cfg = ckpt.config
+    h, w = ckpt.image.shape[-2:]
+    info = {
+        "preset": cfg.preset,
+        "parameters": count_parameters(UNet(cfg.model)),
+        "receptive_field_px": measure_receptive_field(cfg.model),
+        "image_size": f"{w}x{h}",
+        "step": ckpt.step,
+        "training_minutes": round(ckpt.elapsed / 60, 2),
+        "parameterization": cfg.diffusion.parameterization,
+        "sampler": f"{cfg.diffusion.sampler} ({cfg.diffusion.sample_steps} steps)",
+        "version": ckpt.version,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            print(f"{k:>20}: {v}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .api import train
+    from .image import make_grid, save_image
+
+    out = Path(args.out)
+    with resources.as_file(resources.files("sindiffusion") / "assets" / DEMO_IMAGE) as image:
+        print(f"training on the bundled image ({DEMO_IMAGE}) for {args.minutes:g} minutes...")
+        model = train(image, preset="fast", out=out / "run", minutes=args.minutes, seed=args.seed)
+    h, w = model.size
+    same = model.sample(n=4, seed=args.seed)
+    wide = model.sample(n=2, size=(h, 2 * w), seed=args.seed + 1)
+    write_samples(same, out / "samples")
+    write_samples(wide, out / "wide")
+    grid = make_grid([model.image, *same[:2], *wide], nrow=3)
+    save_image(grid, out / "grid.png")
+    print(f"wrote {out}/samples (same size), {out}/wide (2x wide) and {out}/grid.png")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "info": cmd_info,
+    "demo": cmd_demo,
+}

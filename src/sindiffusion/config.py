@@ -1,0 +1,147 @@
+"""Configuration dataclasses and named presets.
+
+A `Config` bundles the three parts of a run: the network (`ModelConfig`), the noise
+process and sampler (`DiffusionConfig`) and the optimisation (`TrainConfig`). Every
+checkpoint stores its `Config` as JSON, so a checkpoint alone is enough to sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+PRESETS = ("fast", "paper")
+
+
+@dataclass
+class ModelConfig:
+    """The patch-receptive-field UNet (see `unet.py`)."""
+
+    base_channels: int = 64  # channels at full resolution
+    channel_mults: tuple[int, ...] = (1, 2, 4)  # channel multiplier per level; len = levels
+    num_res_blocks: int = 1  # residual blocks per level in the encoder (decoder has one more)
+    groups: int = 32  # GroupNorm groups (clamped to divide the channel count)
+    in_channels: int = 3  # RGB
+
+
+@dataclass
+class DiffusionConfig:
+    """Noise process, network parameterisation and default sampler (see `diffusion.py`)."""
+
+    parameterization: str = "eps"  # "eps": DDPM ε-prediction; "edm": Karras et al. preconditioning
+    timesteps: int = 1000  # eps: number of discrete DDPM steps
+    beta_start: float = 1e-4  # eps: first beta of the linear schedule
+    beta_end: float = 0.02  # eps: last beta of the linear schedule
+    sigma_data: float = 0.5  # edm: standard deviation of the data
+    p_mean: float = -1.2  # edm: mean of log-sigma during training
+    p_std: float = 1.2  # edm: std of log-sigma during training
+    sigma_min: float = 0.002  # edm: smallest sampling noise level
+    sigma_max: float = 80.0  # edm: largest sampling noise level
+    sampler: str = "ddpm"  # default sampler name, see samplers.SAMPLERS
+    sample_steps: int = 1000  # default number of sampler steps
+    clip_denoised: bool = True  # clamp the predicted clean image to [-1, 1] while sampling
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop (see `train.py`)."""
+
+    steps: int = 50_000  # optimiser steps (a --minutes budget may stop earlier)
+    batch_size: int = 128  # images (crops or rescaled copies) per step
+    crop_size: int | None = None  # side of random square crops; None = whole rescaled image
+    scale_min: float = 0.75  # smallest random rescale factor per step
+    scale_max: float = 1.25  # largest random rescale factor per step
+    lr: float = 5e-4  # peak AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    warmup_steps: int = 0  # linear learning-rate warm-up
+    lr_decay: bool = False  # cosine decay to 0 over the run (by steps or by the time budget)
+    ema_decay: float = 0.9999  # EMA of the weights used for sampling
+    grad_clip: float = 1.0  # global gradient-norm clip
+    bf16: bool = False  # bfloat16 autocast (CPU with AVX-512 bf16/AMX, or CUDA)
+    channels_last: bool = False  # memory format that speeds up convolutions on CPU
+    max_size: int = 250  # the training image's long side in pixels (never upscaled)
+    checkpoint_every: int = 1000  # steps between checkpoints
+    preview_every: int = 1000  # steps between preview sample grids
+    preview_steps: int = 25  # sampler steps for previews (default sampler, fewer steps)
+
+
+@dataclass
+class Config:
+    """Everything that defines a run; saved inside every checkpoint."""
+
+    preset: str = "fast"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        """Rebuild a config; unknown keys are an error so that typos do not pass silently."""
+        model = dict(d.get("model", {}))
+        if "channel_mults" in model:
+            model["channel_mults"] = tuple(model["channel_mults"])
+        return cls(
+            preset=d.get("preset", "custom"),
+            model=ModelConfig(**model),
+            diffusion=DiffusionConfig(**d.get("diffusion", {})),
+            train=TrainConfig(**d.get("train", {})),
+        )
+
+
+def preset(name: str = "fast") -> Config:
+    """Return a fresh `Config` for a named preset.
+
+    - ``paper``: the published recipe (DDPM, T=1000, ε-prediction, the 64-channel
+      (1, 2, 4) UNet, batch 128 of whole rescaled images, AdamW 5e-4, EMA 0.9999,
+      1000-step ancestral sampling with x0 clipping).
+    - ``fast``: the default for a 2-core CPU: a narrower UNet with the same patch-level
+      receptive field, EDM preconditioning, bf16 + channels_last, a few-step sampler.
+    """
+    if name == "paper":
+        return Config(
+            preset="paper",
+            model=ModelConfig(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1),
+            diffusion=DiffusionConfig(parameterization="eps", sampler="ddpm", sample_steps=1000),
+            train=TrainConfig(
+                steps=50_000,
+                batch_size=128,
+                lr=5e-4,
+                ema_decay=0.9999,
+                checkpoint_every=1000,
+                preview_every=5000,
+                preview_steps=50,
+            ),
+        )
+    if name == "fast":
+        return Config(
+            preset="fast",
+            model=ModelConfig(
+                base_channels=32, channel_mults=(1, 2, 4), num_res_blocks=1, groups=8
+            ),
+            diffusion=DiffusionConfig(
+                parameterization="edm", sampler="dpmpp_2m", sample_steps=20, clip_denoised=True
+            ),
+            train=TrainConfig(
+                steps=3000,
+                batch_size=4,
+                crop_size=None,
+                lr=2e-3,
+                warmup_steps=100,
+                lr_decay=True,
+                ema_decay=0.999,
+                bf16=True,
+                channels_last=True,
+                checkpoint_every=500,
+                preview_every=1000,
+                preview_steps=20,
+            ),
+        )
+    raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")

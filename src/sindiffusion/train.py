@@ -1,0 +1,303 @@
+"""The training loop: one image, random rescales (and crops), EMA, budgets, checkpoints.
+
+Each step rescales the training image by a random factor in [scale_min, scale_max] (sides
+rounded to the network's stride), optionally takes random square crops, and minimises the
+denoising loss. Training stops after `steps` optimiser steps or when a wall-clock budget
+runs out, and in both cases saves a checkpoint; Ctrl-C saves one too.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import Checkpoint, save_checkpoint
+from .config import Config
+from .diffusion import Denoiser
+from .errors import TrainingDiverged
+from .image import MIN_SIDE, atomic_write, make_grid, resize, save_image
+from .unet import UNet
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bf16_fast(device: torch.device) -> bool:
+    """Whether bfloat16 autocast pays on this device (CUDA, or a CPU with AVX-512 bf16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = torch.cpu  # these private checks are the only way to ask; absent in old releases
+    try:
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
+
+
+def random_batch(
+    image: torch.Tensor, config: Config, stride: int, generator: torch.Generator
+) -> torch.Tensor:
+    """One training batch (B, 3, h, w) from the image (3, H, W) in [-1, 1]: the image rescaled
+    by a random factor, then B random crops of side `crop_size` (or B copies of it whole)."""
+    t = config.train
+    _, h0, w0 = image.shape
+    u = torch.rand((), generator=generator, device=generator.device).item()
+    scale = t.scale_min + (t.scale_max - t.scale_min) * u
+    h = max(MIN_SIDE, int(round(h0 * scale / stride)) * stride)
+    w = max(MIN_SIDE, int(round(w0 * scale / stride)) * stride)
+    img = resize(image, (h, w))
+    if t.crop_size is None or (t.crop_size >= h and t.crop_size >= w):
+        return img[None].expand(t.batch_size, -1, -1, -1).contiguous()
+    ch, cw = min(t.crop_size, h), min(t.crop_size, w)
+    ys = torch.randint(0, h - ch + 1, (t.batch_size,), generator=generator, device=generator.device)
+    xs = torch.randint(0, w - cw + 1, (t.batch_size,), generator=generator, device=generator.device)
+    return torch.stack([img[:, y : y + ch, x : x + cw] for y, x in zip(ys.tolist(), xs.tolist(), strict=True)])
+
+
+class Trainer:
+    """Holds the network, its EMA, the optimiser and the random state of one run.
+
+    `image` is (3, H, W) in [-1, 1], already resized to the training size.
+    """
+
+    def __init__(
+        self,
+        image: torch.Tensor,
+        config: Config,
+        seed: int = 0,
+        run_dir: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+        resume: Checkpoint | None = None,
+    ):
+        self.config = config
+        self.device = torch.device(device) if device is not None else default_device()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.seed = seed
+        tc = config.train
+        self.bf16 = tc.bf16 and bf16_fast(self.device)
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
+            torch.manual_seed(seed)
+            self.unet = UNet(config.model).to(self.device)
+        self.ema = copy.deepcopy(self.unet).requires_grad_(False)
+        if tc.channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        self.denoiser = Denoiser(self.unet, config.diffusion, bf16=self.bf16).to(self.device)
+        self.denoiser.channels_last = tc.channels_last
+        self.optimizer = torch.optim.AdamW(
+            self.unet.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99)
+        )
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.image = image.to(self.device)
+        self.step = 0
+        self.elapsed = 0.0
+        self.budget: float | None = None  # seconds; set by run(minutes=...)
+        self.log: list[tuple[int, float, float, float]] = []  # step, loss, lr, elapsed
+        if resume is not None:
+            self._restore(resume)
+
+    # --- state -----------------------------------------------------------------------------
+    def _restore(self, ckpt: Checkpoint) -> None:
+        self.unet.load_state_dict(ckpt.model)
+        self.ema.load_state_dict(ckpt.ema)
+        if ckpt.optimizer is not None:
+            self.optimizer.load_state_dict(ckpt.optimizer)
+        if ckpt.rng_state is not None:
+            self.generator.set_state(ckpt.rng_state.to(torch.uint8).cpu())
+        self.step, self.elapsed, self.seed = ckpt.step, ckpt.elapsed, ckpt.seed
+        self.budget = ckpt.extra.get("budget")
+        self.log = [row for row in _read_log(self.run_dir) if row[0] <= self.step]
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            config=self.config,
+            model={k: v.detach().cpu() for k, v in self.unet.state_dict().items()},
+            ema={k: v.detach().cpu() for k, v in self.ema.state_dict().items()},
+            image=self.image.cpu(),
+            step=self.step,
+            elapsed=self.elapsed,
+            seed=self.seed,
+            optimizer=self.optimizer.state_dict(),
+            rng_state=self.generator.get_state(),
+            extra={"budget": self.budget},
+        )
+
+    def save(self) -> None:
+        """Write the checkpoint, the log and the loss curve into the run folder (if any)."""
+        if self.run_dir is None:
+            return
+        save_checkpoint(self.run_dir, self.checkpoint())
+        _write_log(self.run_dir, self.log)
+        if len(self.log) > 1:
+            save_image(
+                loss_curve([r[0] for r in self.log], [r[1] for r in self.log]),
+                self.run_dir / "loss.png",
+            )
+
+    # --- optimisation ----------------------------------------------------------------------
+    def learning_rate(self, total_steps: int) -> float:
+        tc = self.config.train
+        lr = tc.lr
+        if tc.warmup_steps:
+            lr *= min(1.0, (self.step + 1) / tc.warmup_steps)
+        if tc.lr_decay:
+            progress = self.step / max(1, total_steps)
+            if self.budget:
+                progress = max(progress, self.elapsed / self.budget)
+            lr *= 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return lr
+
+    def train_step(self, lr: float) -> float:
+        """One optimiser step; returns the loss. Raises `TrainingDiverged` on a non-finite loss."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = random_batch(self.image, self.config, self.unet.stride, self.generator)
+        loss = self.denoiser.loss(batch, self.generator)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"training diverged at step {self.step + 1} (loss is {loss.item()}); "
+                "the last good checkpoint is kept — lower the learning rate and --resume."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.config.train.grad_clip)
+        self.optimizer.step()
+        self._update_ema()
+        return loss.item()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.config.train.ema_decay, (1 + self.step) / (10 + self.step))
+        for e, p in zip(self.ema.parameters(), self.unet.parameters(), strict=True):
+            e.lerp_(p.detach(), 1 - decay)
+
+    def run(
+        self,
+        steps: int | None = None,
+        minutes: float | None = None,
+        progress: bool = True,
+        callback: Callable[[dict], None] | None = None,
+    ) -> dict:
+        """Train until `steps` (default: the config's) or `minutes` of training time in total.
+
+        Saves a checkpoint every `checkpoint_every` steps, at the end and on Ctrl-C; writes a
+        preview grid every `preview_every` steps and at the end. `callback(info)` gets a dict
+        (step, loss, lr, elapsed) after every step. Returns a summary dict.
+        """
+        tc = self.config.train
+        if minutes is not None:
+            self.budget = minutes * 60.0
+            total = steps if steps is not None else 10**9
+        else:
+            total = steps if steps is not None else tc.steps
+        bar = tqdm(
+            total=None if total >= 10**9 else total,
+            initial=self.step,
+            disable=not progress,
+            unit="step",
+            dynamic_ncols=True,
+        )
+        interrupted = False
+        t_last = time.perf_counter()
+        loss = float("nan")
+        try:
+            while self.step < total and not (self.budget and self.elapsed >= self.budget):
+                lr = self.learning_rate(total)
+                loss = self.train_step(lr)
+                self.step += 1
+                now = time.perf_counter()
+                self.elapsed += now - t_last
+                t_last = now
+                self.log.append((self.step, loss, lr, self.elapsed))
+                bar.update(1)
+                postfix = {"loss": f"{loss:.4f}"}
+                if self.budget:
+                    postfix["left"] = f"{max(0.0, self.budget - self.elapsed) / 60:.1f}min"
+                bar.set_postfix(postfix)
+                if callback is not None:
+                    callback({"step": self.step, "loss": loss, "lr": lr, "elapsed": self.elapsed})
+                if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
+                    self.save()
+                if tc.preview_every and self.step % tc.preview_every == 0:
+                    self.preview()
+                t_last = time.perf_counter()  # checkpoint and preview time is not training time
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+        self.save()
+        if not interrupted and self.run_dir is not None:
+            self.preview()
+        return {
+            "step": self.step,
+            "loss": loss,
+            "elapsed": self.elapsed,
+            "interrupted": interrupted,
+        }
+
+    def preview(self, n: int = 4) -> Path | None:
+        """Write previews/step-NNNNNN.png: the training image, then `n` samples (seed 0)."""
+        if self.run_dir is None:
+            return None
+        from .api import SinDiffusion
+
+        model = SinDiffusion.from_checkpoint(self.checkpoint(), device=self.device)
+        samples = model.sample(n=n, seed=0, steps=self.config.train.preview_steps)
+        grid = make_grid([self.image.cpu(), *samples], nrow=n + 1)
+        return save_image(grid, self.run_dir / "previews" / f"step-{self.step:06d}.png")
+
+
+def _write_log(run_dir: Path, rows: list[tuple[int, float, float, float]]) -> None:
+    text = "step,loss,lr,elapsed\n" + "".join(
+        f"{s},{lo:.6g},{lr:.6g},{e:.3f}\n" for s, lo, lr, e in rows
+    )
+    atomic_write(run_dir / "log.csv", lambda tmp: Path(tmp).write_text(text))
+
+
+def _read_log(run_dir: Path | None) -> list[tuple[int, float, float, float]]:
+    if run_dir is None or not (run_dir / "log.csv").exists():
+        return []
+    rows = []
+    for line in (run_dir / "log.csv").read_text().splitlines()[1:]:
+        s, lo, lr, e = line.split(",")
+        rows.append((int(s), float(lo), float(lr), float(e)))
+    return rows
+
+
+def loss_curve(
+    steps: list[int], losses: list[float], size: tuple[int, int] = (240, 480)
+) -> torch.Tensor:
+    """A loss-curve picture (3, H, W) in [-1, 1]: log10 of the loss, smoothed, against step."""
+    from PIL import Image, ImageDraw
+
+    h, w = size
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    vals = [math.log10(max(v, 1e-12)) for v in losses if math.isfinite(v)]
+    if len(vals) >= 2:
+        k = max(1, len(vals) // 50)  # moving average over about 2 % of the run
+        smooth = [
+            sum(vals[max(0, i - k) : i + 1]) / len(vals[max(0, i - k) : i + 1])
+            for i in range(len(vals))
+        ]
+        lo, hi = min(smooth), max(smooth)
+        span = max(hi - lo, 1e-6)
+        m = 30
+        pts = [
+            (m + (w - 2 * m) * i / (len(smooth) - 1), h - m - (h - 2 * m) * (v - lo) / span)
+            for i, v in enumerate(smooth)
+        ]
+        draw.rectangle([m, m, w - m, h - m], outline=(180, 180, 180))
+        draw.line(pts, fill=(30, 90, 200), width=2)
+        draw.text((m, 8), f"loss (log10, smoothed)  {10**hi:.3g} .. {10**lo:.3g}", fill="black")
+        draw.text((m, h - m + 8), f"step {steps[0]} .. {steps[-1]}", fill="black")
+    from .image import pil_to_tensor
+
+    return pil_to_tensor(img)

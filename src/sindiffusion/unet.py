@@ -1,0 +1,191 @@
+"""The fully convolutional UNet with a patch-level receptive field, and its measurement.
+
+No attention, no global pooling and no middle block: each output pixel sees a patch of the
+input (about 100 px for the `paper` preset), so the network learns the image's patch
+distribution instead of memorising the whole image.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+
+
+def _groups(channels: int, groups: int) -> int:
+    g = min(groups, channels)
+    while channels % g:
+        g -= 1
+    return g
+
+
+class GroupNorm(nn.GroupNorm):
+    """GroupNorm computed in float32; `detach_stats` turns the statistics into constants so that
+    gradients flow only through the convolutions (used to measure the receptive field, since the
+    statistics otherwise couple every pixel of the image to every other)."""
+
+    detach_stats = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        if not self.detach_stats:
+            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps).to(dtype)
+        n, c, h, w = x.shape
+        g = x.view(n, self.num_groups, -1)
+        mean = g.mean(-1, keepdim=True).detach()
+        var = g.var(-1, unbiased=False, keepdim=True).detach()
+        g = (g - mean) / torch.sqrt(var + self.eps)
+        out = g.view(n, c, h, w) * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return out.to(dtype)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (N,) noise-level values -> (N, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice, with the time embedding as FiLM scale-shift on the second norm."""
+
+    def __init__(self, cin: int, cout: int, emb_dim: int, groups: int):
+        super().__init__()
+        self.norm1 = GroupNorm(_groups(cin, groups), cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * cout)
+        self.norm2 = GroupNorm(_groups(cout, groups), cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(F.silu(h))
+        return self.skip(x) + h
+
+
+class Downsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.conv(F.interpolate(x, size=size, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """Denoising UNet: `unet(x, t) -> out`, x (N, C, H, W), t (N,) noise-level values.
+
+    Any H, W works: odd sizes are handled by upsampling to the skip connection's size, so
+    the noise's shape sets the output's size. Output has the input's shape.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch = cfg.base_channels
+        emb_dim = 4 * ch
+        self.time_embed = nn.Sequential(
+            nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
+        self.in_conv = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        skips = [ch]
+        cur = ch
+        levels = len(cfg.channel_mults)
+        for level, mult in enumerate(cfg.channel_mults):
+            for _ in range(cfg.num_res_blocks):
+                self.down.append(ResBlock(cur, mult * ch, emb_dim, cfg.groups))
+                cur = mult * ch
+                skips.append(cur)
+            if level < levels - 1:
+                self.down.append(Downsample(cur))
+                skips.append(cur)
+
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mults))):
+            for j in range(cfg.num_res_blocks + 1):
+                self.up.append(ResBlock(cur + skips.pop(), mult * ch, emb_dim, cfg.groups))
+                cur = mult * ch
+                if level > 0 and j == cfg.num_res_blocks:
+                    self.up.append(Upsample(cur))
+
+        self.out_norm = GroupNorm(_groups(cur, cfg.groups), cur)
+        self.out_conv = nn.Conv2d(cur, cfg.in_channels, 3, padding=1)
+        nn.init.zeros_(self.out_conv.weight)
+        nn.init.zeros_(self.out_conv.bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb = self.time_embed(timestep_embedding(t, self.cfg.base_channels).to(x.dtype))
+        h = self.in_conv(x)
+        hs = [h]
+        for m in self.down:
+            h = m(h, emb) if isinstance(m, ResBlock) else m(h)
+            hs.append(h)
+        for m in self.up:
+            if isinstance(m, Upsample):
+                h = m(h, hs[-1].shape[-2:])
+            else:
+                h = m(torch.cat([h, hs.pop()], dim=1), emb)
+        return self.out_conv(F.silu(self.out_norm(h)))
+
+    @property
+    def stride(self) -> int:
+        """The total downsampling factor."""
+        return 2 ** (len(self.cfg.channel_mults) - 1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def measure_receptive_field(cfg: ModelConfig, size: int = 256, seed: int = 0) -> int:
+    """Measure the receptive field (px) of a UNet with this config empirically.
+
+    Builds the network with random weights (zero-initialised layers would hide paths),
+    freezes the GroupNorm statistics, and takes the gradient of one centre output pixel
+    with respect to a random input; the receptive field is the side of the bounding box of
+    the input pixels with a non-zero gradient. The input is enlarged until that box stays
+    clear of the borders.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    net = UNet(copy.deepcopy(cfg))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    for m in net.modules():
+        if isinstance(m, GroupNorm):
+            m.detach_stats = True
+    while True:
+        x = torch.randn(1, cfg.in_channels, size, size, generator=gen, requires_grad=True)
+        out = net(x, torch.tensor([10.0]))
+        c = size // 2
+        out[0, :, c, c].sum().backward()
+        mask = x.grad[0].abs().sum(0) > 0
+        ys = torch.nonzero(mask.any(1)).flatten()
+        xs = torch.nonzero(mask.any(0)).flatten()
+        touches = ys.min() == 0 or xs.min() == 0 or ys.max() == size - 1 or xs.max() == size - 1
+        if not touches or size >= 2048:
+            return int(max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1))
+        size *= 2

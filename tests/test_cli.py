@@ -1,0 +1,129 @@
+"""The command line, run in-process: every command and every user error's one-line message."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import natural_like
+from PIL import Image
+
+from sindiffusion.cli import main
+
+
+@pytest.fixture
+def run(image_file, tiny_config_file, tmp_path):
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                str(image_file),
+                "--out",
+                str(out),
+                "--config",
+                str(tiny_config_file),
+                "--steps",
+                "6",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def test_train_sample_info(run, tmp_path, capsys):
+    out = tmp_path / "samples"
+    assert (
+        main(["sample", str(run), "--n", "3", "--size", "40x24", "--out", str(out), "--seed", "1"])
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "grid.png",
+        "sample-000.png",
+        "sample-001.png",
+        "sample-002.png",
+    ]
+    assert Image.open(out / "sample-000.png").size == (40, 24)
+    assert (
+        main(["sample", str(run), "--n", "1", "--scale", "2x1", "--out", str(tmp_path / "wide")])
+        == 0
+    )
+    assert Image.open(tmp_path / "wide" / "sample-000.png").size == (64, 32)
+    capsys.readouterr()
+    assert main(["info", str(run), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["image_size"] == "32x32" and info["step"] == 6 and info["parameters"] > 1000
+    assert info["receptive_field_px"] > 10
+
+
+def test_same_seed_writes_identical_files(run, tmp_path):
+    for d in ("a", "b"):
+        assert (
+            main(["sample", str(run), "--n", "1", "--out", str(tmp_path / d), "--seed", "5"]) == 0
+        )
+    assert (tmp_path / "a" / "sample-000.png").read_bytes() == (
+        tmp_path / "b" / "sample-000.png"
+    ).read_bytes()
+
+
+def test_demo_writes_samples_of_two_aspect_ratios(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--minutes", "0.01"]) == 0
+    assert (out / "grid.png").exists()
+    a = Image.open(out / "samples" / "sample-000.png").size
+    b = Image.open(out / "wide" / "sample-000.png").size
+    assert b[0] == 2 * a[0] and b[1] == a[1]
+
+
+def _error(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_user_errors_are_one_line(tmp_path, capsys, run, tiny_config_file):
+    notimg = tmp_path / "x.jpg"
+    notimg.write_text("not an image")
+    small = tmp_path / "small.png"
+    Image.fromarray(natural_like(10, 10)).save(small)
+    trunc = tmp_path / "t.png"
+    Image.fromarray(natural_like(64, 64)).save(trunc)
+    trunc.write_bytes(trunc.read_bytes()[:200])
+    badjson = tmp_path / "bad.json"
+    badjson.write_text("{nope")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "checkpoint.safetensors").write_bytes(b"junk" * 20)
+    out = str(tmp_path / "o")
+    assert "not an image" in _error(capsys, ["train", str(notimg), "--out", out])
+    assert "too small" in _error(capsys, ["train", str(small), "--out", out])
+    assert "truncated or corrupt" in _error(capsys, ["train", str(trunc), "--out", out])
+    assert "no such file" in _error(capsys, ["train", str(tmp_path / "none.png"), "--out", out])
+    assert "unknown preset" in _error(
+        capsys, ["train", str(small), "--out", out, "--preset", "huge"]
+    )
+    assert "not a valid sindiffusion config" in _error(
+        capsys, ["train", str(small), "--out", out, "--config", str(badjson)]
+    )
+    assert "nothing to resume" in _error(
+        capsys, ["train", str(small), "--out", str(tmp_path / "new"), "--resume"]
+    )
+    assert "corrupt" in _error(capsys, ["sample", str(corrupt), "--out", out])
+    assert "holds no" in _error(capsys, ["sample", str(tmp_path), "--out", out])
+    assert "WIDTHxHEIGHT" in _error(capsys, ["sample", str(run), "--out", out, "--size", "big"])
+    assert "either --size or --scale" in _error(
+        capsys, ["sample", str(run), "--out", out, "--size", "32x32", "--scale", "2"]
+    )
+    assert "unknown sampler" in _error(
+        capsys, ["sample", str(run), "--out", out, "--sampler", "nope"]
+    )
+
+
+def test_usage_errors_exit_2_without_a_traceback(capsys):
+    assert main(["train"]) == 2
+    assert main(["sample", "run", "--out", "o", "--n", "0"]) == 2
+    assert "Traceback" not in capsys.readouterr().err

@@ -1,0 +1,87 @@
+"""Noise levels, preconditioning and samplers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sindiffusion.config import DiffusionConfig, ModelConfig
+from sindiffusion.diffusion import Denoiser, ddpm_sigmas, karras_sigmas
+from sindiffusion.errors import SinDiffusionError
+from sindiffusion.samplers import SAMPLERS, clipped, get_sampler
+from sindiffusion.unet import UNet
+
+
+def test_ddpm_sigmas_match_the_linear_beta_schedule():
+    s = ddpm_sigmas(1000, 1e-4, 0.02)
+    assert s.shape == (1000,)
+    assert s[0] == pytest.approx((1e-4 / (1 - 1e-4)) ** 0.5, rel=1e-4)
+    assert torch.all(s[1:] > s[:-1])
+    assert 150 < s[-1] < 160  # alpha-bar_T ~ 4e-5
+
+
+def test_karras_sigmas_run_from_max_to_min_then_zero():
+    s = karras_sigmas(5, 0.002, 80.0)
+    assert s.shape == (6,)
+    assert s[0] == pytest.approx(80.0) and s[4] == pytest.approx(0.002) and s[5] == 0
+
+
+def test_sigma_to_t_inverts_the_discrete_schedule():
+    den = Denoiser(UNet(ModelConfig(8, (1, 2), 1, 4)), DiffusionConfig(parameterization="eps"))
+    t = torch.tensor([0.0, 10.0, 500.0, 999.0])
+    assert torch.allclose(den.sigma_to_t(den.sigmas[t.long()]), t, atol=1e-3)
+
+
+def test_sampling_sigmas_use_all_discrete_levels_for_the_paper_sampler():
+    den = Denoiser(UNet(ModelConfig(8, (1, 2), 1, 4)), DiffusionConfig(parameterization="eps"))
+    s = den.sampling_sigmas(1000)
+    assert s.shape == (1001,) and torch.equal(s[:-1], den.sigmas.flip(0)) and s[-1] == 0
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_lands_on_an_oracle_denoisers_image(name):
+    target = torch.rand(1, 3, 8, 8) * 2 - 1
+
+    def oracle(x, sigma):
+        return target.expand_as(x)
+
+    sigmas = karras_sigmas(6, 0.01, 20.0)
+    x0 = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * sigmas[0]
+    out = SAMPLERS[name](oracle, x0, sigmas, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(out, target, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_samplers_are_seeded_and_report_every_step(name):
+    den = Denoiser(UNet(ModelConfig(8, (1, 2), 1, 4)), DiffusionConfig(parameterization="edm"))
+    sigmas = den.sampling_sigmas(4)
+    seen = []
+
+    def run(seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(2, 3, 16, 20, generator=g) * sigmas[0]
+        return SAMPLERS[name](
+            den, x, sigmas, generator=g, callback=lambda info: seen.append(info["i"])
+        )
+
+    a, b, c = run(0), run(0), run(1)
+    assert a.shape == (2, 3, 16, 20)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert seen[:4] == [0, 1, 2, 3]
+
+
+def test_clipped_wrapper_bounds_the_estimate():
+    assert clipped(lambda x, s: 3 * x)(torch.ones(1, 3, 4, 4), 1.0).max() == 1
+
+
+def test_unknown_sampler_is_a_user_error():
+    with pytest.raises(SinDiffusionError, match="unknown sampler"):
+        get_sampler("euler_magic")
+
+
+@pytest.mark.parametrize("param", ["eps", "edm"])
+def test_denoiser_is_exact_at_tiny_noise_for_an_untrained_zero_net(param):
+    # the output convolution starts at zero: eps-pred gives x, and EDM's c_skip -> 1 as sigma -> 0
+    den = Denoiser(UNet(ModelConfig(8, (1, 2), 1, 4)), DiffusionConfig(parameterization=param))
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.allclose(den(x, 1e-4), x, atol=1e-4)

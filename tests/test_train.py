@@ -1,0 +1,179 @@
+"""Training: the loss falls, runs are reproducible, checkpoints survive crashes and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import tiny_config
+
+import sindiffusion
+from sindiffusion.checkpoint import load_checkpoint
+from sindiffusion.errors import CheckpointError, TrainingDiverged
+from sindiffusion.image import load_image
+
+
+def test_loss_falls_clearly_within_100_steps(image_file):
+    cfg = tiny_config(steps=100, checkpoint_every=0, lr=3e-3)
+    cfg.diffusion.parameterization = "eps"  # plain MSE on eps: a steadier curve to compare
+    losses = []
+    sindiffusion.train(
+        image_file, config=cfg, progress=False, callback=lambda i: losses.append(i["loss"])
+    )
+    first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
+    assert last < 0.6 * first, (first, last)
+
+
+def test_same_seed_same_weights_and_samples(image_file, tiny):
+    a = sindiffusion.train(image_file, config=tiny, steps=5, progress=False, seed=3)
+    b = sindiffusion.train(image_file, config=tiny_config(), steps=5, progress=False, seed=3)
+    assert torch.equal(a.sample(n=2, seed=1), b.sample(n=2, seed=1))
+    assert not torch.equal(a.sample(n=2, seed=1), a.sample(n=2, seed=2))
+
+
+def test_save_then_load_gives_bit_identical_samples(image_file, tiny, tmp_path):
+    model = sindiffusion.train(image_file, config=tiny, steps=5, progress=False)
+    model.save(tmp_path / "run")
+    again = sindiffusion.load(tmp_path / "run")
+    assert torch.equal(model.sample(n=2, seed=0), again.sample(n=2, seed=0))
+    assert torch.equal(again.image, load_image(image_file))
+    assert again.config == tiny
+
+
+def test_resume_equals_uninterrupted_training(image_file, tmp_path):
+    straight = sindiffusion.train(
+        image_file, config=tiny_config(), out=tmp_path / "a", steps=20, progress=False
+    )
+    sindiffusion.train(
+        image_file, config=tiny_config(), out=tmp_path / "b", steps=10, progress=False
+    )
+    resumed = sindiffusion.train(
+        image_file, out=tmp_path / "b", steps=20, resume=True, progress=False
+    )
+    assert resumed.step == 20
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    for k in a.model:
+        assert torch.equal(a.model[k], b.model[k]), k
+    assert torch.equal(straight.sample(n=1, seed=0), resumed.sample(n=1, seed=0))
+
+
+def test_run_folder_holds_everything_promised(image_file, tmp_path):
+    cfg = tiny_config(preview_every=5)
+    sindiffusion.train(image_file, config=cfg, out=tmp_path / "run", steps=10, progress=False)
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {
+        "checkpoint.safetensors",
+        "config.json",
+        "image.png",
+        "log.csv",
+        "loss.png",
+        "previews",
+    } <= names
+    assert {p.name for p in (tmp_path / "run" / "previews").iterdir()} == {
+        "step-000005.png",
+        "step-000010.png",
+    }
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt.step == 10 and ckpt.optimizer is not None and ckpt.rng_state is not None
+    assert ckpt.version == sindiffusion.__version__
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_minutes_budget_stops_and_saves(image_file, tmp_path):
+    t0 = time.perf_counter()
+    model = sindiffusion.train(
+        image_file, config=tiny_config(), out=tmp_path / "r", minutes=0.02, progress=False
+    )
+    assert time.perf_counter() - t0 < 30
+    assert 0 < model.step < 10**6
+    assert load_checkpoint(tmp_path / "r").step == model.step
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(image_file, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_config(lr=1e30, grad_clip=0.0, checkpoint_every=1, warmup_steps=0)
+    with pytest.raises(TrainingDiverged, match="diverged at step") as info:
+        sindiffusion.train(image_file, config=cfg, out=run, steps=200, progress=False)
+    bad_step = int(str(info.value).split("diverged at step ")[1].split(" ")[0])
+    assert "the last good checkpoint is kept" in str(info.value)
+    ckpt = load_checkpoint(run)
+    assert ckpt.step == bad_step - 1 >= 1  # saved after the last finite step, never after a NaN
+    assert all(torch.isfinite(v).all() for v in ckpt.ema.values())
+
+
+def test_sigkill_leaves_a_loadable_checkpoint_and_resume_continues(
+    image_file, tiny_config_file, tmp_path
+):
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "sindiffusion",
+        "train",
+        str(image_file),
+        "--out",
+        str(run),
+        "--config",
+        str(tiny_config_file),
+        "--steps",
+        "100000",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if (run / "checkpoint.safetensors").exists() and load_checkpoint(run).step >= 20:
+                break
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    step = load_checkpoint(run).step
+    assert step >= 20 and step % 10 == 0
+    from sindiffusion.cli import main
+
+    assert (
+        main(
+            [
+                "train",
+                str(image_file),
+                "--out",
+                str(run),
+                "--resume",
+                "--steps",
+                str(step + 10),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert load_checkpoint(run).step == step + 10
+
+
+def test_corrupt_and_foreign_checkpoints_are_clear_errors(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        sindiffusion.load(run)
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(run / "checkpoint.safetensors"))
+    with pytest.raises(CheckpointError, match="not a sindiffusion checkpoint"):
+        sindiffusion.load(run)
+    with pytest.raises(CheckpointError, match="holds no"):
+        sindiffusion.load(tmp_path / "elsewhere")
+
+
+def test_model_samples_any_size_and_scale(image_file, tiny):
+    model = sindiffusion.train(image_file, config=tiny, steps=3, progress=False)
+    assert model.sample(n=3, size=(17, 45)).shape == (3, 3, 17, 45)
+    assert model.sample(n=1, scale=(1.0, 2.0)).shape == (1, 3, 32, 64)
+    out = model.sample(n=1, sampler="ddpm", steps=5)
+    assert out.min() >= -1 and out.max() <= 1

@@ -1,0 +1,43 @@
+"""The UNet: any size in, same size out; the paper network's size and receptive field."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sindiffusion.config import ModelConfig, preset
+from sindiffusion.unet import UNet, count_parameters, measure_receptive_field
+
+
+@pytest.mark.parametrize("h,w", [(16, 16), (17, 31), (33, 20), (45, 64)])
+def test_output_has_the_input_shape_for_odd_sizes(h, w):
+    net = UNet(ModelConfig(base_channels=8, channel_mults=(1, 2, 4), groups=4))
+    x = torch.randn(2, 3, h, w)
+    assert net(x, torch.zeros(2)).shape == (2, 3, h, w)
+
+
+def test_zero_initialised_output_gives_zero_at_start():
+    net = UNet(ModelConfig(base_channels=8, channel_mults=(1, 2), groups=4))
+    assert net(torch.randn(1, 3, 16, 16), torch.ones(1)).abs().max() == 0
+
+
+def test_paper_preset_matches_the_published_network():
+    cfg = preset("paper").model
+    assert (cfg.base_channels, cfg.channel_mults, cfg.num_res_blocks) == (64, (1, 2, 4), 1)
+    n = count_parameters(UNet(cfg))
+    assert 6.5e6 < n < 8.5e6, n  # "about 7 M parameters"
+    assert 90 <= measure_receptive_field(cfg) <= 110  # "about 100 px"
+
+
+def test_receptive_field_is_a_patch_not_the_image():
+    cfg = ModelConfig(base_channels=8, channel_mults=(1, 2), groups=4)
+    rf = measure_receptive_field(cfg, size=64)
+    # in_conv + 2 + down + (1 block) ... a two-level net sees a few tens of pixels, not 64+
+    assert 10 < rf < 64
+    deeper = ModelConfig(base_channels=8, channel_mults=(1, 2, 4), groups=4)
+    assert measure_receptive_field(deeper, size=64) > rf
+
+
+def test_fast_preset_keeps_a_patch_level_receptive_field():
+    rf = measure_receptive_field(preset("fast").model)
+    assert 60 <= rf <= 140
