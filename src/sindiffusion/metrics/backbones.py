@@ -329,12 +329,22 @@ def inception_stem(
     return model.eval().requires_grad_(False)
 
 
-@functools.lru_cache(maxsize=4)
-def cached_backbone(name: str, device: str, weights: str | None = None) -> nn.Module:
-    """A backbone built once per (name, device, weights) and shared by every metric call.
+def cached_backbone(
+    name: str, device: str | torch.device, weights: str | os.PathLike | None = None
+) -> nn.Module:
+    """A backbone built once per (name, device, weights file) and shared by every metric call.
 
-    `name` is "efficientnet" or "inception"; the module is frozen and in eval mode.
+    `name` is "efficientnet" or "inception" (`weights` as in `inception_stem`); the module is
+    frozen and in eval mode. The weights file is resolved before the cache is consulted, so a
+    changed $SINDIFFUSION_INCEPTION_WEIGHTS takes effect.
     """
+    if name == "inception":
+        return _build_backbone(name, str(device), str(find_inception_weights(weights)))
+    return _build_backbone(name, str(device), None)
+
+
+@functools.lru_cache(maxsize=4)
+def _build_backbone(name: str, device: str, weights: str | None) -> nn.Module:
     if name == "efficientnet":
         model: nn.Module = efficientnet_lite0(pretrained=True)
     elif name == "inception":

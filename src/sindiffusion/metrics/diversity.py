@@ -47,7 +47,7 @@ def lpips_e(fakes: torch.Tensor, device: str | torch.device = "cpu") -> float:
     [-1, 1]; 0 for identical samples; each block adds at most 4.
     """
     assert fakes.shape[0] >= 2, "diversity needs at least two samples"
-    model = cached_backbone("efficientnet", str(device), None)
+    model = cached_backbone("efficientnet", device)
     feats: list[list[torch.Tensor]] = [[] for _ in LPIPS_E_BLOCKS]
     for batch in fakes.split(_BATCH):
         outs = model.forward_features(batch.to(device, torch.float32), LPIPS_E_BLOCKS)

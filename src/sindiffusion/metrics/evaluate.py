@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 
@@ -15,13 +16,13 @@ from sindiffusion.metrics.sifid import sifid
 
 # What each key of `score()` means; lower is better unless marked.
 METRICS = {
-    "sifid_e": "SIFID-E: SIFID on EfficientNet-Lite0 block 2 (not comparable with Inception SIFID)",
-    "sifid": "SIFID on InceptionV3 Conv2d_4a_3x3, as SinGAN's code",
-    "pixel_diversity": "SinGAN pixel diversity: per-pixel std over samples / image std (higher = more diverse)",
-    "lpips_e": "LPIPS-E: mean pairwise unweighted LPIPS on EfficientNet-Lite0 (higher = more diverse)",
+    "sifid_e": "SIFID-E: SIFID on EfficientNet-Lite0 block 2 (not comparable with SIFID)",
+    "sifid": "SIFID on InceptionV3 Conv2d_4a_3x3, as SinGAN's code computes it",
+    "pixel_diversity": "per-pixel std over samples / image std (SinGAN); higher = more diverse",
+    "lpips_e": "mean pairwise unweighted LPIPS on EfficientNet-Lite0; higher = more diverse",
     "patch_nn": "mean RMS distance of each 7x7 fake patch to its nearest real patch",
     "patch_swd": "patch sliced-Wasserstein distance, 7x7 patches, scales 1, 1/2, 1/4",
-    "copy_score": "fraction of the fake covered by 64x64 windows copied from the real image",
+    "copy_score": "fraction of the fake's textured area in 64x64 windows copied from the real",
 }
 
 
@@ -68,7 +69,7 @@ def score(
     fakes: torch.Tensor | Sequence[torch.Tensor],
     backbone: str = "efficientnet",
     device: str | torch.device = "cpu",
-    inception_weights: str | None = None,
+    inception_weights: str | os.PathLike | None = None,
 ) -> dict[str, float]:
     """Every metric of `real` `(3, H, W)` against `fakes` `(N, 3, H, W)`, all in [-1, 1].
 

@@ -12,6 +12,8 @@ Two backbones, whose numbers must never be compared with each other:
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from sindiffusion.metrics.backbones import LITE0_BLOCKS, EfficientNetLite0, cached_backbone
@@ -67,11 +69,11 @@ def sifid_features(
     images: torch.Tensor,
     backbone: str = "efficientnet",
     device: str | torch.device = "cpu",
-    inception_weights: str | None = None,
+    inception_weights: str | os.PathLike | None = None,
 ) -> list[torch.Tensor]:
     """SIFID feature maps of `images` `(N, 3, H, W)` in [-1, 1]: one `(C, H', W')` per image
     (C = 24 for "efficientnet", 192 for "inception")."""
-    model = cached_backbone(backbone, str(device), inception_weights)
+    model = cached_backbone(backbone, device, inception_weights)
     out = []
     for batch in images.split(_BATCH):
         batch = batch.to(device, torch.float32)
@@ -89,7 +91,7 @@ def sifid(
     fakes: torch.Tensor,
     backbone: str = "efficientnet",
     device: str | torch.device = "cpu",
-    inception_weights: str | None = None,
+    inception_weights: str | os.PathLike | None = None,
 ) -> torch.Tensor:
     """SIFID (backbone "inception") or SIFID-E (backbone "efficientnet") of each fake.
 
