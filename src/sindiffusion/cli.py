@@ -116,22 +116,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # --- commands ----------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .api import train
 
     t0 = time.perf_counter()
-    model = train(
-        args.image,
-        preset=args.preset,
-        config=load_config(args.config) if args.config else None,
-        out=args.out,
-        steps=args.steps,
-        minutes=args.minutes,
-        seed=args.seed,
-        max_size=args.max_size,
-        resume=args.resume,
-        device=args.device,
-        progress=not args.quiet,
-    )
+    try:  # under torchrun (WORLD_SIZE > 1) this trains data-parallel, see distributed.py
+        model = train(
+            args.image,
+            preset=args.preset,
+            config=load_config(args.config) if args.config else None,
+            out=args.out,
+            steps=args.steps,
+            minutes=args.minutes,
+            seed=args.seed,
+            max_size=args.max_size,
+            resume=args.resume,
+            device=args.device,
+            progress=not args.quiet,
+        )
+    finally:
+        distributed.teardown()
+    if not distributed.World.from_env().main:
+        return 0
     h, w = model.size
     print(
         f"trained {model.step} steps on a {w}x{h} image in {time.perf_counter() - t0:.0f} s; "

@@ -96,8 +96,17 @@ class Denoiser(nn.Module):
         c_in = 1 / (s**2 + sd**2).sqrt()
         return c_skip * x + c_out * self._net(c_in * x, 250.0 * sigma.log())
 
-    def loss(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Training loss (a scalar) for a batch of clean images x0 (N, 3, H, W) in [-1, 1]."""
+    def loss(
+        self,
+        x0: torch.Tensor,
+        generator: torch.Generator | None = None,
+        rows: slice | None = None,
+    ) -> torch.Tensor:
+        """Training loss (a scalar) for a batch of clean images x0 (N, 3, H, W) in [-1, 1].
+
+        rows: draw the randomness of the whole batch but compute the loss on `x0[rows]` only,
+        the share of one data-parallel rank (see `distributed.py`).
+        """
         n = x0.shape[0]
         dev = x0.device
         noise = torch.randn(
@@ -107,10 +116,14 @@ class Denoiser(nn.Module):
         if self.cfg.parameterization == "eps":
             t = torch.randint(0, self.cfg.timesteps, (n,), generator=generator, device=noise.device)
             t = t.to(dev)
+            if rows is not None:
+                x0, noise, t = x0[rows], noise[rows], t[rows]
             s = self.sigmas[t][:, None, None, None]
             eps = self._net((x0 + s * noise) / (s**2 + 1).sqrt(), t.float())
             return (eps - noise).pow(2).mean()
         rnd = torch.randn(n, generator=generator, device=noise.device).to(dev)
+        if rows is not None:
+            x0, noise, rnd = x0[rows], noise[rows], rnd[rows]
         sigma = (rnd * self.cfg.p_std + self.cfg.p_mean).exp()
         sd = self.cfg.sigma_data
         weight = ((sigma**2 + sd**2) / (sigma * sd) ** 2)[:, None, None, None]

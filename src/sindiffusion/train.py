@@ -3,7 +3,8 @@
 Each step rescales the training image by a random factor in [scale_min, scale_max] (sides
 rounded to the network's stride), optionally takes random square crops, and minimises the
 denoising loss. Training stops after `steps` optimiser steps or when a wall-clock budget
-runs out, and in both cases saves a checkpoint; Ctrl-C saves one too.
+runs out, and in both cases saves a checkpoint; Ctrl-C saves one too. Under `torchrun` the
+same loop runs data-parallel (see `distributed.py`): only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import Checkpoint, save_checkpoint
 from .config import Config
 from .diffusion import Denoiser
@@ -58,13 +61,18 @@ def random_batch(
     ch, cw = min(t.crop_size, h), min(t.crop_size, w)
     ys = torch.randint(0, h - ch + 1, (t.batch_size,), generator=generator, device=generator.device)
     xs = torch.randint(0, w - cw + 1, (t.batch_size,), generator=generator, device=generator.device)
-    return torch.stack([img[:, y : y + ch, x : x + cw] for y, x in zip(ys.tolist(), xs.tolist(), strict=True)])
+    return torch.stack(
+        [img[:, y : y + ch, x : x + cw] for y, x in zip(ys.tolist(), xs.tolist(), strict=True)]
+    )
 
 
 class Trainer:
     """Holds the network, its EMA, the optimiser and the random state of one run.
 
-    `image` is (3, H, W) in [-1, 1], already resized to the training size.
+    `image` is (3, H, W) in [-1, 1], already resized to the training size. Started by
+    `torchrun` (WORLD_SIZE > 1), it joins the process group, trains its share of each batch
+    under DistributedDataParallel on `device` cuda:LOCAL_RANK (or cpu), and only rank 0 keeps
+    `run_dir`.
     """
 
     def __init__(
@@ -77,7 +85,12 @@ class Trainer:
         resume: Checkpoint | None = None,
     ):
         self.config = config
-        self.device = torch.device(device) if device is not None else default_device()
+        self.world = distributed.World.from_env()
+        if self.world.distributed:
+            self.device = self.world.device(device)
+            distributed.init(self.world, self.device)
+        else:
+            self.device = torch.device(device) if device is not None else default_device()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.seed = seed
         tc = config.train
@@ -99,8 +112,29 @@ class Trainer:
         self.elapsed = 0.0
         self.budget: float | None = None  # seconds; set by run(minutes=...)
         self.log: list[tuple[int, float, float, float]] = []  # step, loss, lr, elapsed
+        self.saved_step: int | None = None  # step of the last checkpoint written
         if resume is not None:
             self._restore(resume)
+            self.saved_step = self.step
+        self.rows: slice | None = None  # this rank's rows of the global batch
+        if self.world.distributed:
+            self._join()
+
+    def _join(self) -> None:
+        """Check that every rank starts from the same state, then wrap the UNet in DDP."""
+        self.rows = self.world.local_batch(self.config.train.batch_size)
+        h, w = self.image.shape[-2:]
+        distributed.check_same(
+            "training image, step or seed",
+            [h, w, self.image.double().sum().item(), self.step, self.seed],
+            self.device,
+        )
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # The denoiser calls the wrapped UNet, so its gradients are averaged over the ranks;
+        # `self.unet` stays the bare module for checkpoints and the EMA.
+        self.denoiser.unet = torch.nn.parallel.DistributedDataParallel(self.unet, device_ids=ids)
+        if not self.world.main:
+            self.run_dir = None  # only rank 0 writes checkpoints, logs and previews
 
     # --- state -----------------------------------------------------------------------------
     def _restore(self, ckpt: Checkpoint) -> None:
@@ -133,6 +167,7 @@ class Trainer:
         if self.run_dir is None:
             return
         save_checkpoint(self.run_dir, self.checkpoint())
+        self.saved_step = self.step
         _write_log(self.run_dir, self.log)
         if len(self.log) > 1:
             save_image(
@@ -158,10 +193,12 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = random_batch(self.image, self.config, self.unet.stride, self.generator)
-        loss = self.denoiser.loss(batch, self.generator)
-        if not torch.isfinite(loss):
+        loss = self.denoiser.loss(batch, self.generator, rows=self.rows)
+        # The global batch's loss (a mean over ranks), so every rank takes the same decision.
+        global_loss = distributed.mean(loss) if self.world.distributed else loss.detach()
+        if not torch.isfinite(global_loss):
             raise TrainingDiverged(
-                f"training diverged at step {self.step + 1} (loss is {loss.item()}); "
+                f"training diverged at step {self.step + 1} (loss is {global_loss.item()}); "
                 "the last good checkpoint is kept — lower the learning rate and --resume."
             )
         self.optimizer.zero_grad(set_to_none=True)
@@ -170,7 +207,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.config.train.grad_clip)
         self.optimizer.step()
         self._update_ema()
-        return loss.item()
+        return global_loss.item()
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -200,7 +237,7 @@ class Trainer:
         bar = tqdm(
             total=None if total >= 10**9 else total,
             initial=self.step,
-            disable=not progress,
+            disable=not (progress and self.world.main),
             unit="step",
             dynamic_ncols=True,
         )
@@ -215,6 +252,10 @@ class Trainer:
                 now = time.perf_counter()
                 self.elapsed += now - t_last
                 t_last = now
+                if self.world.distributed:
+                    # Rank 0's clock for all: the same learning rate and the same last step.
+                    self.elapsed = distributed.from_main(self.elapsed, self.device)
+                    distributed.maybe_fail(self.world, self.step)
                 self.log.append((self.step, loss, lr, self.elapsed))
                 bar.update(1)
                 postfix = {"loss": f"{loss:.4f}"}
@@ -230,6 +271,10 @@ class Trainer:
                 t_last = time.perf_counter()  # checkpoint and preview time is not training time
         except KeyboardInterrupt:
             interrupted = True
+        except RuntimeError as e:
+            if not self.world.distributed:
+                raise
+            raise self._lost(e) from e
         finally:
             bar.close()
         self.save()
@@ -241,6 +286,22 @@ class Trainer:
             "elapsed": self.elapsed,
             "interrupted": interrupted,
         }
+
+    def _lost(self, error: Exception) -> distributed.WorkerLost:
+        """The one-sentence error of a data-parallel run that lost a process."""
+        # gloo/NCCL messages start with "[source/file.cc:123] "; keep their first sentence.
+        text = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip()) or type(error).__name__
+        cause = text.splitlines()[0].split(". ")[0].rstrip(".")[:160]
+        if self.run_dir is None:
+            kept = "rank 0 keeps the last checkpoint"
+        elif self.saved_step is None:
+            kept = f"no checkpoint was written yet in {self.run_dir}"
+        else:
+            kept = f"the checkpoint of step {self.saved_step} in {self.run_dir} is kept"
+        return distributed.WorkerLost(
+            f"training stopped at step {self.step} because a training process failed or was "
+            f"lost ({cause}); {kept} — fix the cause and rerun the same command with --resume."
+        )
 
     def preview(self, n: int = 4) -> Path | None:
         """Write previews/step-NNNNNN.png: the training image, then `n` samples (seed 0)."""
