@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder written by 'sindiffusion train'")
     p.add_argument("--out", required=True, help="output folder for PNGs and grid.png")
     _add_sampling_args(p)
+    from .apps import commands as app_commands
+
+    app_commands.add_guidance_args(p)
 
     p = sub.add_parser("info", help="describe a run: parameters, receptive field, image size")
     p.add_argument("run", help="run folder")
@@ -94,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--minutes", type=_positive_float, default=3.0, help="training time (default 3)")
     p.add_argument("--seed", type=int, default=0)
+    app_commands.add_parsers(sub)  # outpaint, inpaint, paint, harmonize, edit
     return parser
 
 
@@ -188,7 +192,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     kwargs = _sample_kwargs(args)
     model = load(args.run, device=args.device)
     t0 = time.perf_counter()
-    images = model.sample(n=args.n, progress=True, **kwargs)
+    from .apps.commands import guided_denoiser
+
+    images = model.sample(n=args.n, progress=True, denoiser=guided_denoiser(args, model), **kwargs)
     dt = time.perf_counter() - t0
     grid = write_samples(images, args.out)
     h, w = images.shape[-2:]
@@ -249,3 +255,6 @@ COMMANDS = {
     "info": cmd_info,
     "demo": cmd_demo,
 }
+from .apps.commands import APP_COMMANDS, cmd_app  # noqa: E402  (needs the helpers above)
+
+COMMANDS.update(dict.fromkeys(APP_COMMANDS, cmd_app))

@@ -1,0 +1,288 @@
+"""Denoiser wrappers: known-region (inpainting), and guidance by a score on the clean image.
+
+Every wrapper keeps the denoiser contract `denoiser(x, sigma) -> x0_hat` (x = x0 + sigma * noise,
+x (N, 3, H, W), x0_hat in about [-1, 1]), so any sampler runs it unchanged and wrappers nest:
+
+    den = GradientGuidance(model.denoiser, ClassScore([find_class("volcano")]), scale=0.3)
+    den = KnownRegion(den, known=image, mask=mask)        # outpainting + class guidance
+    images = model.sample(n=4, denoiser=den)
+
+Guidance acts on the predicted clean image. The score's gradient is taken with respect to
+x0_hat, not through the denoiser (the denoiser's Jacobian is skipped): the step costs one
+classifier pass instead of a backward pass through the UNet, and it works for any denoiser,
+including ones that are not differentiable (a closed-form patch denoiser).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import SinDiffusionError
+
+Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+
+CLIP_ENV = "SINDIFFUSION_CLIP_MODEL"  # a CLIP hub id or local folder, used when none is given
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+# The image normalisation every OpenAI CLIP checkpoint was trained with.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class KnownRegion:
+    """Keep a known image where `mask` is False and let the denoiser fill the rest.
+
+    `known` (3, H, W) or (N, 3, H, W) in [-1, 1]; `mask` (H, W) bool, True = regenerate.
+    The clean-image estimate is replaced by `known` outside the mask. A sampler then keeps the
+    known region of x at `known + sigma * noise` (its own noise, carried from step to step), so
+    the denoiser always sees the known region noised to the current level, and the final
+    sigma = 0 step returns the known pixels (bit-exact for ddpm, ddim and dpmpp_2m).
+    """
+
+    def __init__(self, denoiser: Denoise, known: torch.Tensor, mask: torch.Tensor):
+        assert mask.dtype == torch.bool and mask.shape == known.shape[-2:], (
+            mask.shape,
+            known.shape,
+        )
+        self.denoiser = denoiser
+        self.known = known
+        self.mask = mask
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        d = self.denoiser(x, sigma)
+        return torch.where(self.mask.to(d.device), d, self.known.to(d.device, d.dtype))
+
+
+def posterior_weight(sigma: torch.Tensor, sigma_data: float = 0.5) -> torch.Tensor:
+    """Var[x0 | x_sigma] / Var[x0] for data of std `sigma_data`: sigma^2 / (sigma^2 + sd^2).
+
+    Near 1 while the clean image is still uncertain, falling to 0 as sigma -> 0, so guidance
+    steers the layout early and leaves the finished details alone.
+    """
+    return sigma**2 / (sigma**2 + sigma_data**2)
+
+
+class GradientGuidance:
+    """Move the clean-image estimate up the gradient of `score_fn`.
+
+    x0_hat <- x0_hat + scale * w(sigma) * g / rms(g), with g = d score_fn(x0_hat) / d x0_hat per
+    image and w = `posterior_weight` (the denoiser's Jacobian is skipped, see the module
+    docstring). The gradient is normalised per image so that `scale` means the same for every
+    score: the largest RMS change of x0_hat per step, in [-1, 1] pixel units (0.1-1 is useful).
+
+    score_fn: images (N, 3, H, W) in [-1, 1] -> (N,) scores, higher = more wanted;
+    sigma_range: (lo, hi): guide only at noise levels lo <= sigma <= hi; elsewhere (and at
+    scale 0) the wrapped denoiser's output is returned untouched.
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoise,
+        score_fn: ScoreFn,
+        scale: float,
+        sigma_range: tuple[float, float] = (0.0, math.inf),
+        sigma_data: float = 0.5,
+    ):
+        self.denoiser = denoiser
+        self.score_fn = score_fn
+        self.scale = float(scale)
+        self.sigma_range = sigma_range
+        self.sigma_data = sigma_data
+
+    def active(self, sigma: torch.Tensor) -> bool:
+        s = float(torch.as_tensor(sigma).max())
+        return self.scale != 0 and self.sigma_range[0] <= s <= self.sigma_range[1]
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        d = self.denoiser(x, sigma)
+        if not self.active(sigma):
+            return d
+        with torch.enable_grad():  # samplers run under no_grad
+            x0 = d.detach().clamp(-1, 1).requires_grad_(True)
+            (g,) = torch.autograd.grad(self.score_fn(x0).sum(), x0)
+        g = g / g.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-12)
+        s = torch.as_tensor(sigma, dtype=d.dtype, device=d.device).reshape(-1, 1, 1, 1)
+        return d + self.scale * posterior_weight(s, self.sigma_data) * g
+
+
+def cutouts(
+    x: torch.Tensor,
+    n: int,
+    size: int,
+    generator: torch.Generator | None = None,
+    min_frac: float = 0.5,
+) -> torch.Tensor:
+    """`n` random square crops of every image, resized to `size`, half of them mirrored.
+
+    x (N, 3, H, W) -> (n * N, 3, size, size), cut-major (cut k of image i at k * N + i). Crop
+    sides are uniform in [min_frac, 1] of the short side. A score averaged over cut-outs
+    cannot be raised by a few adversarial pixels at one position and scale.
+    """
+    h, w = x.shape[-2:]
+    short = min(h, w)
+    out = []
+    for _ in range(n):
+        r = torch.rand(4, generator=generator).tolist()
+        side = max(1, round(short * (min_frac + (1 - min_frac) * r[0])))
+        top, left = int(r[1] * (h - side + 1)), int(r[2] * (w - side + 1))
+        crop = x[..., top : top + side, left : left + side]
+        down = side > size
+        crop = F.interpolate(
+            crop, (size, size), mode="bilinear", align_corners=False, antialias=down
+        )
+        out.append(crop.flip(-1) if r[3] < 0.5 else crop)
+    return torch.cat(out)
+
+
+class _CutoutScore:
+    """Shared part of the classifier and CLIP scores: mean over cut-outs of a per-crop score."""
+
+    def __init__(self, cuts: int, cut_size: int, seed: int):
+        self.cuts = cuts
+        self.cut_size = cut_size
+        # A fixed generator: the same seed and call sequence gives the same cut-outs.
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def crop_scores(self, crops: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x0: torch.Tensor) -> torch.Tensor:
+        """x0 (N, 3, H, W) in [-1, 1] -> (N,) scores (differentiable)."""
+        crops = cutouts(x0, self.cuts, self.cut_size, self.generator)
+        return self.crop_scores(crops).reshape(self.cuts, x0.shape[0]).mean(0)
+
+
+class ClassScore(_CutoutScore):
+    """log p(class | image) under an ImageNet classifier, averaged over cut-outs.
+
+    classes: ImageNet indices (see `find_class`); with several, their total probability.
+    classifier: (M, 3, s, s) in [-1, 1] -> (M, 1000) logits; default EfficientNet-Lite0 with
+    its real ImageNet weights (`sindiffusion.metrics.efficientnet_lite0`).
+    """
+
+    def __init__(
+        self,
+        classes: Sequence[int],
+        classifier: torch.nn.Module | None = None,
+        cuts: int = 4,
+        cut_size: int = 224,
+        seed: int = 0,
+    ):
+        super().__init__(cuts, cut_size, seed)
+        if classifier is None:
+            from .metrics import efficientnet_lite0
+
+            classifier = efficientnet_lite0(pretrained=True)
+        self.classifier = classifier
+        self.classes = list(classes)
+
+    def crop_scores(self, crops: torch.Tensor) -> torch.Tensor:
+        dev = next(self.classifier.parameters()).device
+        logp = self.classifier(crops.to(dev)).log_softmax(-1)[:, self.classes]
+        return logp.logsumexp(-1).to(crops.device)
+
+
+def find_class(name: str | int) -> int:
+    """ImageNet index of a class name (case-insensitive, '_' = ' ') or of an index '0'-'999'.
+
+    A name that matches no label raises `SinDiffusionError` listing the closest labels.
+    """
+    from .metrics import imagenet_classes
+
+    names = imagenet_classes()
+    text = str(name).strip()
+    if text.isdigit() and int(text) < len(names):
+        return int(text)
+    key = text.lower().replace("_", " ")
+    lowered = [n.lower() for n in names]
+    if key in lowered:
+        return lowered.index(key)
+    close = difflib.get_close_matches(key, lowered, n=5, cutoff=0.6)
+    close += [n for n in lowered if key and key in n and n not in close][: 5 - len(close)]
+    hint = f"close names: {', '.join(close)}" if close else "give an ImageNet label"
+    raise SinDiffusionError(f"{text!r} is not an ImageNet class; {hint}.")
+
+
+class ClipTextScore(_CutoutScore):
+    """Cosine similarity between the CLIP embeddings of image cut-outs and of a text.
+
+    clip: a `transformers.CLIPModel`; input_ids (1, L) (and attention_mask) are the tokenised
+    text, e.g. from `ClipTextScore.from_text(clip, tokenizer, "a snowy mountain")`. The crop
+    size is the model's input size.
+    """
+
+    def __init__(
+        self,
+        clip,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cuts: int = 4,
+        seed: int = 0,
+    ):
+        super().__init__(cuts, int(clip.config.vision_config.image_size), seed)
+        self.clip = clip.eval().requires_grad_(False)
+        dev = clip.text_projection.weight.device
+        with torch.no_grad():
+            out = clip.text_model(
+                input_ids=input_ids.to(dev),
+                attention_mask=None if attention_mask is None else attention_mask.to(dev),
+            )
+            # text_projection(pooler_output): the same in transformers 4 and 5.
+            self.text = F.normalize(clip.text_projection(out.pooler_output), dim=-1)
+        self.mean = torch.tensor(CLIP_MEAN).reshape(1, 3, 1, 1)
+        self.std = torch.tensor(CLIP_STD).reshape(1, 3, 1, 1)
+
+    @classmethod
+    def from_text(cls, clip, tokenizer, text: str, **kwargs) -> ClipTextScore:
+        """Tokenise `text` with a `transformers` CLIP tokenizer and build the score."""
+        enc = tokenizer([text], padding=True, truncation=True, return_tensors="pt")
+        return cls(clip, enc["input_ids"], enc.get("attention_mask"), **kwargs)
+
+    def crop_scores(self, crops: torch.Tensor) -> torch.Tensor:
+        dev = self.text.device
+        pixels = ((crops.to(dev) + 1) / 2 - self.mean.to(dev)) / self.std.to(dev)
+        img = self.clip.vision_model(pixel_values=pixels).pooler_output
+        img = F.normalize(self.clip.visual_projection(img), dim=-1)
+        return (img @ self.text.T)[:, 0].to(crops.device)
+
+
+def load_clip(name: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
+    """(CLIPModel, tokenizer) from a local folder or a Hugging Face hub id.
+
+    name: default $SINDIFFUSION_CLIP_MODEL, else "openai/clip-vit-base-patch32". A hub id is
+    looked up in the local cache first and downloaded only if missing. Raises
+    `SinDiffusionError` saying how to provide the weights when they cannot be found.
+    """
+    name = str(name or os.environ.get(CLIP_ENV) or DEFAULT_CLIP)
+    try:
+        from transformers import AutoTokenizer, CLIPModel
+    except ImportError:
+        raise SinDiffusionError(
+            "text guidance needs transformers; run `pip install 'sindiffusion[text]'`."
+        ) from None
+    how = (
+        f"CLIP weights {name!r} are not available; download a CLIP model folder (e.g. "
+        f"`hf download {DEFAULT_CLIP} --local-dir clip`) and pass --clip-model clip "
+        f"or set {CLIP_ENV}=clip."
+    )
+    local = Path(name).expanduser()
+    is_path = local.exists() or name.startswith((".", "/", "~"))
+    if is_path and not (local / "config.json").exists():
+        raise SinDiffusionError(how)
+    tries = [True] if is_path else [True, False]  # a hub id: the cache first, then the network
+    for offline in tries:
+        try:
+            src = str(local) if is_path else name
+            clip = CLIPModel.from_pretrained(src, local_files_only=offline)
+            tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=offline)
+            return clip.to(device).eval().requires_grad_(False), tokenizer
+        except Exception:  # missing files, no network, a foreign folder: all mean "no weights"
+            continue
+    raise SinDiffusionError(how)
