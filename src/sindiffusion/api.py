@@ -164,7 +164,7 @@ def train(
     cfg = config if config is not None else _preset(preset)
     if max_size is not None:
         cfg.train.max_size = max_size
-    stride = 2 ** (len(cfg.model.channel_mults) - 1)
+    stride = cfg.model.patch * 2 ** (len(cfg.model.channel_mults) - 1)
     resume_ckpt = None
     if resume:
         if out is None or not checkpoint_path(out).exists():

@@ -24,6 +24,7 @@ class ModelConfig:
     num_res_blocks: int = 1  # residual blocks per level in the encoder (decoder has one more)
     groups: int = 32  # GroupNorm groups (clamped to divide the channel count)
     in_channels: int = 3  # RGB
+    patch: int = 1  # pixel-unshuffle factor of the stem: 2 runs the whole net at half resolution
 
 
 @dataclass

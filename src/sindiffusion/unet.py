@@ -108,7 +108,8 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(
             nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
-        self.in_conv = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+        pixels = cfg.in_channels * cfg.patch**2  # channels after pixel-unshuffle
+        self.in_conv = nn.Conv2d(pixels, ch, 3, padding=1)
 
         self.down = nn.ModuleList()
         skips = [ch]
@@ -132,12 +133,17 @@ class UNet(nn.Module):
                     self.up.append(Upsample(cur))
 
         self.out_norm = GroupNorm(_groups(cur, cfg.groups), cur)
-        self.out_conv = nn.Conv2d(cur, cfg.in_channels, 3, padding=1)
+        self.out_conv = nn.Conv2d(cur, pixels, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         emb = self.time_embed(timestep_embedding(t, self.cfg.base_channels).to(x.dtype))
+        p = self.cfg.patch
+        size = x.shape[-2:]
+        if p > 1:  # pad to a multiple of the patch (replicate: no artificial dark border), fold
+            x = F.pad(x, (0, -size[1] % p, 0, -size[0] % p), mode="replicate")
+            x = F.pixel_unshuffle(x, p)
         h = self.in_conv(x)
         hs = [h]
         for m in self.down:
@@ -148,12 +154,15 @@ class UNet(nn.Module):
                 h = m(h, hs[-1].shape[-2:])
             else:
                 h = m(torch.cat([h, hs.pop()], dim=1), emb)
-        return self.out_conv(F.silu(self.out_norm(h)))
+        out = self.out_conv(F.silu(self.out_norm(h)))
+        if p > 1:
+            out = F.pixel_shuffle(out, p)[..., : size[0], : size[1]]
+        return out
 
     @property
     def stride(self) -> int:
         """The total downsampling factor."""
-        return 2 ** (len(self.cfg.channel_mults) - 1)
+        return self.cfg.patch * 2 ** (len(self.cfg.channel_mults) - 1)
 
 
 def count_parameters(model: nn.Module) -> int:
