@@ -97,6 +97,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--minutes", type=_positive_float, default=3.0, help="training time (default 3)")
     p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("score", help="score generated images against the real image")
+    p.add_argument("real", help="the real (training) image")
+    p.add_argument("fakes", nargs="+", metavar="fake", help="generated images (2+ for diversity)")
+    p.add_argument(
+        "--backbone",
+        choices=("efficientnet", "inception"),
+        default="efficientnet",
+        help="efficientnet: SIFID-E, offline (default); inception: SIFID, needs weights",
+    )
+    p.add_argument(
+        "--inception-weights",
+        help="InceptionV3 weights file, e.g. torchvision's inception_v3_google-0cc3c7bd.pth",
+    )
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    from . import bench
+
+    p = sub.add_parser("bench", help="quality benchmark on a folder of images (e.g. Places50)")
+    bench.add_arguments(p)
     app_commands.add_parsers(sub)  # outpaint, inpaint, paint, harmonize, edit
     return parser
 
@@ -249,11 +270,45 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from .image import load_image
+    from .metrics import METRICS, match_sizes, score
+
+    real = load_image(args.real)
+    images = [load_image(path) for path in args.fakes]
+    fakes, notes = match_sizes(real, images)
+    # match_sizes returns one note per resized fake, in order; name the file in each.
+    resized = [p for p, x in zip(args.fakes, images, strict=True) if x.shape != real.shape]
+    for path, note in zip(resized, notes, strict=True):
+        print(f"warning: {path}: {note}", file=sys.stderr)
+    result = score(
+        real, fakes, backbone=args.backbone, device=args.device,
+        inception_weights=args.inception_weights,
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps({"real": args.real, "fakes": args.fakes, "metrics": result}, indent=2))
+        return 0
+    print(f"{args.real} against {len(args.fakes)} generated image(s):")
+    for key, value in result.items():
+        print(f"{key:>16}: {value:9.4f}   {METRICS[key]}")
+    if len(args.fakes) < 2:
+        print("(diversity needs two or more generated images)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    return bench.run(args)
+
+
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
     "info": cmd_info,
     "demo": cmd_demo,
+    "score": cmd_score,
+    "bench": cmd_bench,
 }
 from .apps.commands import APP_COMMANDS, cmd_app  # noqa: E402  (needs the helpers above)
 

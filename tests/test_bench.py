@@ -1,0 +1,100 @@
+"""The quality benchmark's parts (image lists, table, contact sheet) and one tiny end-to-end run
+on a temporary folder (no ../shared data): outputs, resumption from the score cache."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from conftest import natural_like
+from PIL import Image
+
+from sindiffusion.bench import format_table, list_images, main, mean_std, parse_images
+from sindiffusion.errors import SinDiffusionError
+
+
+def test_parse_images_ranges_and_lists():
+    assert parse_images("1-10") == list(range(1, 11))
+    assert parse_images("1-7,12-14") == [1, 2, 3, 4, 5, 6, 7, 12, 13, 14]
+    assert parse_images("3, 1-2,3") == [1, 2, 3]
+    assert parse_images("5") == [5]
+
+
+@pytest.mark.parametrize("text", ["", "a", "1-", "3-1", "1..4", "1,,2"])
+def test_parse_images_rejects_garbage(text):
+    with pytest.raises(SinDiffusionError, match="write it like 1-7,12-14"):
+        parse_images(text)
+
+
+def test_list_images_natural_order_and_selection(tmp_path):
+    for name in ["10.jpg", "2.png", "1.jpg", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in list_images(tmp_path)] == ["1.jpg", "2.png", "10.jpg"]
+    assert [p.name for p in list_images(tmp_path, [10, 1])] == ["10.jpg", "1.jpg"]
+    with pytest.raises(SinDiffusionError, match="has no image named 3"):
+        list_images(tmp_path, [1, 3])
+
+
+def test_table_mean_std_and_na():
+    records = {
+        "ours": {
+            "1": {"scores": {"sifid_e": 10.0, "pixel_diversity": 0.4, "copy_score": 0.0},
+                  "train_minutes": 5.0, "sample_seconds": 1.0},
+            "2": {"scores": {"sifid_e": 30.0, "pixel_diversity": 0.6, "copy_score": 0.0},
+                  "train_minutes": 5.0, "sample_seconds": 3.0},
+        },
+        "singan": {
+            "1": {"scores": {"sifid_e": 4.0, "copy_score": 0.5},
+                  "train_minutes": None, "sample_seconds": None},
+        },
+    }  # fmt: skip
+    lines = format_table(records).splitlines()
+    assert lines[0] == (
+        "| method | images | SIFID-E ↓ | pixel div. ↑ | copy ↓ | train min | s / sample |"
+    )
+    assert lines[1] == "|---|---:|---:|---:|---:|---:|---:|"
+    assert lines[2] == (
+        "| ours | 2 | 20.0 ± 10.0 | 0.500 ± 0.100 | 0.000 ± 0.000 | 5.000 ± 0.000 | 2.000 ± 1.000 |"
+    )
+    assert lines[3] == "| singan | 1 | 4.000 | n/a | 0.500 | n/a | n/a |"
+    # Restricted to the images every method has:
+    assert format_table(records, images=["1"]).splitlines()[2].startswith("| ours | 1 | 10.0 |")
+    assert mean_std([1.0, 3.0]) == (2.0, 1.0)
+
+
+def test_end_to_end_tiny_run_resumes_from_cache(tmp_path, capsys):
+    data, other = tmp_path / "data", tmp_path / "other"
+    data.mkdir()
+    other.mkdir()
+    for n in (1, 2):
+        Image.fromarray(natural_like(48, 64, seed=n)).save(data / f"{n}.jpg")
+    Image.fromarray(natural_like(48, 64, seed=9)).save(other / "1.png")  # none for image 2
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = [str(data), "--images", "1-2", "--steps", "2", "--k", "2", "--out", str(out),
+            "--cache", str(cache), "--compare", f"other={other}", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    table = (out / "table.md").read_text()
+    assert "| ours (fast, 2 steps) | 2 |" in table and "| other | 1 |" in table
+    assert "Only the images every method has (1)" in table
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert [(r["method"], r["image"], r["n_fakes"]) for r in rows] == [
+        ("ours (fast, 2 steps)", "1", "2"),
+        ("ours (fast, 2 steps)", "2", "2"),
+        ("other", "1", "1"),
+    ]
+    assert rows[2]["pixel_diversity"] == "" and float(rows[0]["pixel_diversity"]) > 0
+    assert (cache / "fast-2steps" / "1" / "checkpoint.safetensors").exists()
+    # Two rows (images) of four 64x48 cells (real | 2 samples | other), 4 px apart, under an
+    # 18 px header.
+    assert Image.open(out / "contact.png").size == (4 + 4 * (64 + 4), 18 + 4 + 2 * (48 + 4))
+
+    # A second run reuses the trained runs and the cached scores: nothing is redrawn.
+    record = out / "scores" / "efficientnet" / "ours-fast-2steps" / "1.json"
+    sample = out / "samples" / "ours-fast-2steps" / "1" / "sample-000.png"
+    before = (record.stat().st_mtime_ns, sample.stat().st_mtime_ns, record.read_text())
+    capsys.readouterr()
+    assert main(args) == 0
+    assert (record.stat().st_mtime_ns, sample.stat().st_mtime_ns, record.read_text()) == before
+    assert json.loads(record.read_text())["k"] == 2
+    assert (out / "table.md").read_text() == table
