@@ -259,7 +259,10 @@ def train_or_load(
         image, config=copy.deepcopy(config), out=run_dir, steps=steps, minutes=minutes,
         seed=seed, resume=status == "partial", device=device, progress=progress,
     )  # fmt: skip
-    return model, load_checkpoint(run_dir)
+    status, ckpt = run_status(run_dir, config, minutes, steps)
+    if status != "finished":  # train() saves and returns on Ctrl-C: stop the benchmark too
+        raise KeyboardInterrupt
+    return model, ckpt
 
 
 def _folder_method(name: str, folder: Path) -> Method:
@@ -467,7 +470,8 @@ def _report(records: dict[str, dict[str, dict]], files: Sequence[Path], args) ->
         "",
         f"Ours: preset `{args.preset}`, {budget} of training per image, {args.k} samples per "
         f"image at the image's size (seed {args.seed}); torch threads: {torch.get_num_threads()}. "
-        "Mean ± std over images. Comparison methods have one output per image "
+        "Mean ± std over images; s / sample is the wall time of one batch of K samples / K. "
+        "Comparison methods have one output per image "
         "(diversity n/a; their training and sampling times are not known here). "
         + (
             "SIFID-E is SIFID on EfficientNet-Lite0 features: not comparable with published "
