@@ -7,15 +7,19 @@ from .api import SinDiffusion, load, train  # noqa: E402
 from .config import Config, preset  # noqa: E402
 from .errors import SinDiffusionError  # noqa: E402
 from .image import load_image, save_image  # noqa: E402
+from .zero import PatchDenoiser, ZeroTraining, zero_training  # noqa: E402
 
 __all__ = [
     "Config",
+    "PatchDenoiser",
     "SinDiffusion",
     "SinDiffusionError",
+    "ZeroTraining",
     "__version__",
     "load",
     "load_image",
     "preset",
     "save_image",
     "train",
+    "zero_training",
 ]

@@ -80,9 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("sample", help="draw new images from a trained run")
-    p.add_argument("run", help="run folder written by 'sindiffusion train'")
+    p.add_argument(
+        "run", help="run folder written by 'sindiffusion train' (an image with --zero-training)"
+    )
     p.add_argument("--out", required=True, help="output folder for PNGs and grid.png")
     _add_sampling_args(p)
+    p.add_argument(
+        "--zero-training",
+        action="store_true",
+        help="sample from an image right away with the closed-form patch denoiser (no training)",
+    )
     from .apps import commands as app_commands
 
     app_commands.add_guidance_args(p)
@@ -211,7 +218,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .api import load
 
     kwargs = _sample_kwargs(args)
-    model = load(args.run, device=args.device)
+    model = _zero_or_run(args.run, args.zero_training, args.device) or load(args.run, args.device)
     t0 = time.perf_counter()
     from .apps.commands import guided_denoiser
 
@@ -223,6 +230,27 @@ def cmd_sample(args: argparse.Namespace) -> int:
         f"wrote {args.n} samples of {w}x{h} px to {args.out} ({dt / args.n:.2f} s each); grid: {grid}"
     )
     return 0
+
+
+def _zero_or_run(path: str, zero: bool, device: str | None):
+    """The zero-training model of an image with `zero`, else None; a one-line error when the
+    path is an image without the flag or a run folder with it."""
+    p = Path(path)
+    is_run = p.is_dir() or p.suffix == ".safetensors"
+    if zero and is_run:
+        raise SinDiffusionError(
+            f"{path} is a run folder; --zero-training samples from an image, so drop the flag."
+        )
+    if not zero and p.is_file() and not is_run:
+        raise SinDiffusionError(
+            f"{path} is an image, not a run folder; add --zero-training to sample from it "
+            "without training, or train a model first with 'sindiffusion train'."
+        )
+    if not zero:
+        return None
+    from .zero import zero_training
+
+    return zero_training(path, device=device)
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -1,0 +1,367 @@
+"""Zero-training mode: a closed-form patch denoiser that samples with no training.
+
+The patches of one image form a finite data set, so the optimal (MMSE) denoiser of a noisy
+patch `y` at noise level sigma is a softmax-weighted average of the clean patches `p_i`,
+
+    p_hat(y) = sum_i w_i p_i,   w_i ∝ exp(-||y - p_i||² / (2 sigma² T)),
+
+close to non-local means (Efficient-SID, Qiu et al., CVPR 2026, arXiv 2606.04299; GPNN and GPDM
+are related). `PatchDenoiser` denoises every patch of a noisy image this way, averages the
+overlapping estimates pixel by pixel, and follows the denoiser contract
+`denoiser(x, sigma) -> x0_hat`, so every sampler, guidance and application works with it.
+
+Coarse to fine: the denoiser keeps a pyramid of the reference image. At high sigma it
+denoises a downscaled copy of `x` with the patches of the downscaled reference (a 7 px patch of
+a 32 px image sees a quarter of the scene, which gives the layout its global coherence), and
+at low sigma the full-resolution patches fill in detail. Downscaling averages the noise, so
+each level's sigma is the input sigma times that level's measured noise gain.
+
+`ZeroTraining` is the model object (same interface as `api.SinDiffusion`) and `zero_training()`
+the entry point:
+
+    model = sindiffusion.zero_training("photo.jpg")
+    images = model.sample(n=4, size=(256, 512), seed=0)   # (4, 3, 256, 512) in [-1, 1]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .api import SinDiffusion, _check_tensor
+from .config import Config, DiffusionConfig
+from .errors import SinDiffusionError
+from .image import load_image, resize
+
+QUERY_CHUNK = 2048  # noisy patches per distance block: bounds memory at chunk x refs scores
+
+
+@dataclass
+class ZeroConfig:
+    """The knobs of the closed-form patch denoiser (see the README, "Zero-training mode")."""
+
+    patch_size: int = 7  # side of the square patches in pixels, at every pyramid level
+    stride: int = 4  # step between denoised patches; < patch_size overlaps and averages votes
+    levels: int = 5  # pyramid levels; 1 = full resolution only (no global coherence)
+    coarsest: int = 14  # short side in px of the reference at the coarsest level
+    handover: float = 0.15  # a level hands over to the next finer one when its own sigma
+    # (sigma times its noise gain) falls below this
+    temperature: float = 1.0  # softmax temperature T; > 1 blends more patches (diversity, blur)
+    layout: float | None = 0.12  # std of a Gaussian prior on where a patch comes from, in image
+    # heights/widths: patches prefer references from about the same relative position; None = off
+    topk: int | None = 8  # nearest reference patches kept per noisy patch; None = all (exact)
+    max_refs: int = 4096  # reference patches kept per level (a fixed random subset beyond)
+    dropout: float = 0.0  # fraction of reference patches hidden at each call (diversity)
+    pca_dim: int | None = 24  # distances in this many principal components; None = all
+    sigma_floor: float = 0.0  # weights never sharper than at this sigma (less copying, softer)
+    sigma_min: float = 0.01  # smallest sampling noise level
+    sigma_max: float | None = None  # largest sampling noise level; None: the coarsest level
+    # starts at sigma 2 (pure noise for x0 in [-1, 1])
+    bf16: bool = True  # bfloat16 for the candidate search; weights are always float32
+    seed: int = 0  # seeds the per-call randomness (grid offset, dropout)
+
+
+class _Level:
+    """One pyramid level: the reference patches, their PCA coordinates and the noise gain."""
+
+    def __init__(self, ref: torch.Tensor, factor: float, cfg: ZeroConfig, device):
+        p = cfg.patch_size
+        self.factor = factor
+        patches = F.unfold(ref[None], p)[0].T.contiguous()  # (R, 3*p*p)
+        patches_idx = None
+        if patches.shape[0] > cfg.max_refs:
+            g = torch.Generator().manual_seed(cfg.seed)
+            patches_idx = torch.randperm(patches.shape[0], generator=g)[: cfg.max_refs]
+            patches = patches[patches_idx]
+        self.patches = patches.to(device)
+        self.mean = self.patches.mean(0)
+        centred = self.patches - self.mean
+        dim = centred.shape[1]
+        if cfg.pca_dim is not None and cfg.pca_dim < dim:
+            # Dropped components hold little of the reference's variance; the noise in them
+            # adds the same amount to every distance of a query, so the softmax ignores it.
+            _, vecs = torch.linalg.eigh(centred.T @ centred)
+            self.basis = vecs[:, -cfg.pca_dim :].flip(1).contiguous()
+        else:
+            self.basis = torch.eye(dim, device=device)
+        self.coords = centred @ self.basis  # (R, d)
+        rh, rw = ref.shape[-2:]
+        pos = _positions(torch.arange(rh - p + 1), torch.arange(rw - p + 1), p, rh, rw)
+        self.pos = (pos if patches_idx is None else pos[patches_idx]).to(device)  # (R, 2)
+        self.gain = _noise_gain(factor)
+
+
+def _positions(ys: torch.Tensor, xs: torch.Tensor, p: int, h: int, w: int) -> torch.Tensor:
+    """Centres (len(ys) * len(xs), 2) of patches with these top-left corners, as fractions of
+    the image's height and width, in unfold's row-major order."""
+    cy, cx = (ys.float() + p / 2) / h, (xs.float() + p / 2) / w
+    return torch.stack(torch.meshgrid(cy, cx, indexing="ij"), -1).reshape(-1, 2)
+
+
+def _noise_gain(factor: float, side: int = 512) -> float:
+    """Standard deviation of unit white noise after `image.resize` by `factor` (measured)."""
+    if factor >= 1:
+        return 1.0
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn((1, 1, side, side), generator=g)
+    small = round(side * factor)
+    return float(resize(noise, (small, small)).std())
+
+
+class PatchDenoiser(nn.Module):
+    """`denoiser(x, sigma) -> x0_hat` from the patches of one image, with no training.
+
+    image: the reference (3, H, W) in [-1, 1]; knobs: the fields of `ZeroConfig`.
+    Call with x (N, 3, h, w) = x0 + sigma * noise, any h, w >= patch_size, and sigma a float
+    or (N,); returns x0_hat (N, 3, h, w) float32. `sampling_sigmas(steps)`, `sigma_min` and
+    `sigma_max` match `diffusion.Denoiser`, so every sampler in `samplers.py` works unchanged.
+    """
+
+    def __init__(self, image: torch.Tensor, **knobs):
+        super().__init__()
+        try:
+            cfg = ZeroConfig(**knobs)
+        except TypeError:
+            names = ", ".join(ZeroConfig.__dataclass_fields__)
+            raise SinDiffusionError(
+                f"unknown zero-training knob in {sorted(knobs)}; use {names}."
+            ) from None
+        _check_knobs(cfg, image)
+        self.cfg = cfg
+        self.image = image
+        h, w = image.shape[-2:]
+        coarsest = min(1.0, max(cfg.coarsest, cfg.patch_size + 1) / min(h, w))
+        n = cfg.levels
+        # Geometric factors from coarsest to 1 (finest last).
+        self.factors = [coarsest ** ((n - 1 - i) / (n - 1)) if n > 1 else 1.0 for i in range(n)]
+        self.levels = [
+            _Level(resize(image, _scaled((h, w), f)), f, cfg, image.device) for f in self.factors
+        ]
+
+    @property
+    def sigma_min(self) -> float:
+        return self.cfg.sigma_min
+
+    @property
+    def sigma_max(self) -> float:
+        return self.cfg.sigma_max or 2.0 / self.levels[0].gain
+
+    def sampling_sigmas(self, steps: int) -> torch.Tensor:
+        """`steps` decreasing noise levels from sigma_max to sigma_min, then 0.
+
+        Coarse to fine: each pyramid level gets an equal share of the steps, log-spaced over
+        the sigmas it denoises (see `level_of`), so the cheap coarse levels settle the layout
+        and the costly full-resolution level only runs its share.
+        """
+        steps = max(1, int(steps))
+        lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
+        bounds = [math.log(self.cfg.handover / lev.gain) for lev in self.levels[:-1]]
+        knots = torch.tensor([hi, *(b for b in bounds if lo < b < hi), lo], dtype=torch.float64)
+        u = torch.linspace(0, 1, steps, dtype=torch.float64) * (len(knots) - 1)
+        seg = u.floor().long().clamp(max=len(knots) - 2)
+        log_sig = knots[seg] + (u - seg) * (knots[seg + 1] - knots[seg])
+        return torch.cat([log_sig.exp(), log_sig.new_zeros(1)]).float()
+
+    def level_of(self, sigma: float) -> int:
+        """Index of the pyramid level (0 = coarsest) that denoises at this sigma: the coarsest
+        level whose own noise level, sigma times its noise gain, is still above `handover`."""
+        for i, lev in enumerate(self.levels):
+            if sigma * lev.gain >= self.cfg.handover:
+                return i
+        return len(self.levels) - 1
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(x.shape[0])
+        out = torch.empty_like(x, dtype=torch.float32)
+        for i in range(x.shape[0]):
+            out[i] = self._denoise_one(x[i].float(), float(sigma[i]))
+        return out
+
+    def _denoise_one(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        lev = self.levels[self.level_of(sigma)]
+        size = _scaled((h, w), lev.factor)
+        xs = resize(x, size)
+        s = max(sigma, self.cfg.sigma_floor) * lev.gain
+        x0 = self._denoise_patches(xs, s, lev, _call_seed(self.cfg.seed, sigma, x))
+        return resize(x0, (h, w))
+
+    def _denoise_patches(self, x: torch.Tensor, sigma: float, lev: _Level, seed: int):
+        """Closed-form denoising of every `stride`-spaced patch of x (3, h, w), votes averaged."""
+        cfg = self.cfg
+        p, st = cfg.patch_size, min(cfg.stride, cfg.patch_size)
+        g = torch.Generator().manual_seed(seed)
+        # A random grid offset per call, so that patch seams never sit in the same place twice;
+        # the first and last rows/columns always get a patch, so every pixel gets votes and
+        # every query is a true patch of x (no padding: x's own patches are found exactly).
+        off = torch.randint(0, st, (2,), generator=g)
+        h, w = x.shape[-2:]
+        ys, xs = _starts(h, p, st, int(off[0])), _starts(w, p, st, int(off[1]))
+        grid = x.unfold(1, p, 1).unfold(2, p, 1)[:, ys][:, :, xs]  # (3, ny, nx, p, p), a view
+        queries = grid.permute(1, 2, 0, 3, 4).reshape(len(ys) * len(xs), -1)  # (Q, D)
+        qpos = _positions(ys, xs, p, h, w).to(x.device)  # (Q, 2)
+        refs = _Refs(lev, sigma, cfg, g)
+        est = torch.cat(
+            [
+                self._weighted_patches(q, qp, refs)
+                for q, qp in zip(queries.split(QUERY_CHUNK), qpos.split(QUERY_CHUNK), strict=True)
+            ]
+        )
+        est = est.view(len(ys), len(xs), 3, p, p).permute(2, 0, 1, 3, 4)
+        votes = x.new_zeros(x.shape)
+        count = x.new_zeros((1, h, w))
+        for dy in range(p):  # average the votes: each patch offset at once over all patches
+            for dx in range(p):
+                iy, ix = (ys + dy)[:, None], (xs + dx)[None, :]
+                votes[:, iy, ix] += est[:, :, :, dy, dx]
+                count[:, iy, ix] += 1
+        return votes / count
+
+    def _weighted_patches(self, q: torch.Tensor, qpos: torch.Tensor, refs: _Refs) -> torch.Tensor:
+        """MMSE estimates (c, D) of noisy patches q (c, D) at positions qpos (c, 2)."""
+        qc = torch.cat([(q - refs.mean) @ refs.basis, qpos * refs.pos_scale], 1)  # (c, d + 2)
+        k = self.cfg.topk
+        if k is None or k >= refs.coords.shape[0]:
+            d2 = qc.pow(2).sum(1, keepdim=True) - 2 * qc @ refs.coords.T + refs.coords.pow(2).sum(1)
+            return torch.softmax(-d2 / refs.denom, dim=1) @ refs.patches
+        # Screen all references in bf16 (one matmul + top-k), then weigh the k candidates with
+        # exact float32 distances: bf16 rounding must not decide the sharp low-sigma weights.
+        qa = torch.cat([qc, torch.ones_like(qc[:, :1])], 1).to(refs.screen.dtype)
+        idx = (qa @ refs.screen).topk(k, dim=1).indices  # (c, k)
+        d2 = (qc[:, None, :] - refs.coords[idx]).pow(2).sum(-1)  # (c, k)
+        wts = torch.softmax(-d2 / refs.denom, dim=1)
+        return torch.einsum("ck,ckd->cd", wts, refs.patches[idx])
+
+
+class _Refs:
+    """The reference patches one call searches: a level's patches (minus the dropped ones),
+    with the position prior folded in as two scaled extra coordinates."""
+
+    def __init__(self, lev: _Level, sigma: float, cfg: ZeroConfig, g: torch.Generator):
+        self.mean, self.basis = lev.mean, lev.basis
+        coords, patches, pos = lev.coords, lev.patches, lev.pos
+        if cfg.dropout > 0:
+            keep = (torch.rand(patches.shape[0], generator=g) >= cfg.dropout).nonzero()[:, 0]
+            keep = keep.to(patches.device)
+            coords, patches, pos = coords[keep], patches[keep], pos[keep]
+        self.denom = 2 * sigma**2 * cfg.temperature
+        # exp(-|y-p|²/(2σ²T) - |u-v|²/(2ℓ²)) = exp(-(|y-p|² + (σ²T/ℓ²)|u-v|²) / (2σ²T)).
+        self.pos_scale = sigma * math.sqrt(cfg.temperature) / cfg.layout if cfg.layout else 0.0
+        self.coords = torch.cat([coords, pos * self.pos_scale], 1)  # (R, d + 2)
+        self.patches = patches
+        if cfg.topk is not None and cfg.topk < coords.shape[0]:
+            # Screening scores a·b - |b|²/2 as one matmul: queries get a 1, refs -|b|²/2.
+            sq = self.coords.pow(2).sum(1, keepdim=True)
+            screen = torch.cat([self.coords, -0.5 * sq], 1).T.contiguous()
+            self.screen = screen.bfloat16() if cfg.bf16 else screen
+
+
+def _starts(n: int, p: int, st: int, offset: int) -> torch.Tensor:
+    """Top-left corners of patches along one axis: every `st` px from `offset`, plus both ends."""
+    last = n - p
+    starts = set(range(min(offset, last), last + 1, st)) | {0, last}
+    return torch.tensor(sorted(starts))
+
+
+def _scaled(size: tuple[int, int], factor: float) -> tuple[int, int]:
+    return max(1, round(size[0] * factor)), max(1, round(size[1] * factor))
+
+
+def _call_seed(seed: int, sigma: float, x: torch.Tensor) -> int:
+    """A seed from the knob seed, sigma and a coarse fingerprint of x: reproducible per call."""
+    flat = x.flatten()
+    probe = (flat[:: max(1, flat.numel() // 256)] * 1000).round().to(torch.int64)
+    key = f"{seed}:{sigma:.8e}:{int(probe.sum())}:{tuple(x.shape)}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+
+
+def _check_knobs(cfg: ZeroConfig, image: torch.Tensor) -> None:
+    if cfg.patch_size < 1 or cfg.stride < 1 or cfg.levels < 1:
+        raise SinDiffusionError("patch_size, stride and levels must be at least 1.")
+    if min(image.shape[-2:]) < cfg.patch_size:
+        raise SinDiffusionError(
+            f"the image is smaller than one {cfg.patch_size} px patch; give a larger image."
+        )
+    if not 0 <= cfg.dropout < 1:
+        raise SinDiffusionError(f"dropout is {cfg.dropout}; give a fraction in [0, 1).")
+    if cfg.temperature <= 0 or cfg.handover <= 0 or cfg.sigma_min <= 0:
+        raise SinDiffusionError("temperature, handover and sigma_min must be positive.")
+    if cfg.sigma_max is not None and cfg.sigma_max <= cfg.sigma_min:
+        raise SinDiffusionError("sigma_max must be larger than sigma_min.")
+    if cfg.topk is not None and cfg.topk < 1:
+        raise SinDiffusionError("topk must be at least 1 (or None for every patch).")
+
+
+class ZeroTraining(SinDiffusion):
+    """The zero-training model: `SinDiffusion`'s interface over a `PatchDenoiser`.
+
+    `.denoiser`, `.image` (3, H, W) in [-1, 1], `.size`, `.config` (its `DiffusionConfig` holds
+    the default sampler, steps and clipping), `.device`, `.zero` (the `ZeroConfig`) and
+    `.sample(...)` exactly as for a trained model; there is no checkpoint to save.
+    """
+
+    def __init__(
+        self,
+        image: torch.Tensor,
+        sampler: str = "ddpm",
+        steps: int = 20,
+        device: str | torch.device | None = None,
+        **knobs,
+    ):
+        # No super().__init__: there is no checkpoint and no network to build.
+        self.device = torch.device(device or "cpu")
+        self.image = image
+        self.step = 0
+        self.denoiser = PatchDenoiser(image.to(self.device), **knobs)
+        self.zero: ZeroConfig = self.denoiser.cfg
+        self.config = Config(
+            preset="zero-training",
+            diffusion=DiffusionConfig(
+                parameterization="edm",
+                sigma_min=self.zero.sigma_min,
+                sigma_max=self.denoiser.sigma_max,
+                sampler=sampler,
+                sample_steps=steps,
+                clip_denoised=True,
+            ),
+        )
+
+    def save(self, path: str | os.PathLike):
+        raise SinDiffusionError(
+            "a zero-training model has nothing to save; keep the image and its knobs instead."
+        )
+
+    def knobs(self) -> dict:
+        """The denoiser's knobs as a dict (the fields of `ZeroConfig`)."""
+        return asdict(self.zero)
+
+
+def zero_training(
+    image: str | os.PathLike | torch.Tensor,
+    max_size: int = 250,
+    sampler: str = "ddpm",
+    steps: int = 20,
+    device: str | torch.device | None = None,
+    **knobs,
+) -> ZeroTraining:
+    """A model that samples from `image` right away with the closed-form patch denoiser.
+
+    image: a path (any format Pillow reads) or a tensor (3, H, W) in [-1, 1]; max_size: the
+    reference's long side in px (never enlarged); sampler, steps: the defaults of `.sample`;
+    knobs: `ZeroConfig` fields (patch_size, stride, levels, temperature, topk, dropout, ...).
+    """
+    if isinstance(image, torch.Tensor):
+        img = _check_tensor(image)
+        if max(img.shape[-2:]) > max_size:
+            h, w = img.shape[-2:]
+            img = resize(img, _scaled((h, w), max_size / max(h, w)))
+    else:
+        img = load_image(image, max_size=max_size)
+    return ZeroTraining(img, sampler=sampler, steps=steps, device=device, **knobs)

@@ -1,0 +1,111 @@
+"""Zero-training mode: the closed-form patch denoiser, the model object and the CLI flag."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import natural_like
+from PIL import Image
+
+import sindiffusion
+from sindiffusion.cli import main
+from sindiffusion.errors import SinDiffusionError
+from sindiffusion.samplers import SAMPLERS
+from sindiffusion.zero import PatchDenoiser, ZeroTraining
+
+
+@pytest.fixture
+def img() -> torch.Tensor:
+    """A 24x32 natural-looking image (3, 24, 32) in [-1, 1]."""
+    return torch.from_numpy(natural_like(24, 32)).permute(2, 0, 1).float() / 127.5 - 1
+
+
+def test_tiny_sigma_returns_the_image_itself(img):
+    # Every query patch of the real image is one of the reference patches, at distance 0.
+    den = PatchDenoiser(img)
+    g = torch.Generator().manual_seed(0)
+    x = img + 1e-3 * torch.randn(img.shape, generator=g)
+    x0 = den(x[None], 1e-3)
+    assert x0.shape == (1, 3, 24, 32) and x0.dtype == torch.float32
+    torch.testing.assert_close(x0[0], img, atol=1e-4, rtol=0)
+
+
+def test_very_high_sigma_returns_the_mean_colour(img):
+    # The exact MMSE (all patches, no position prior): near-uniform weights give the mean patch.
+    den = PatchDenoiser(img, topk=None, layout=None, levels=1)
+    g = torch.Generator().manual_seed(0)
+    x = img + 1e3 * torch.randn(img.shape, generator=g)
+    x0 = den(x[None], 1e3)[0]
+    torch.testing.assert_close(x0.mean((1, 2)), img.mean((1, 2)), atol=0.03, rtol=0)
+    assert x0.std((1, 2)).max() < 0.1 < img.std((1, 2)).max()
+
+
+def test_sigma_per_sample_and_levels_follow_sigma(img):
+    den = PatchDenoiser(img, levels=3, coarsest=8)
+    assert den.factors[-1] == 1.0 and den.factors[0] < den.factors[1] < 1.0
+    sig = den.sampling_sigmas(9)
+    assert len(sig) == 10 and sig[-1] == 0 and torch.all(sig[:-1] > sig[1:])
+    assert sig[0] == pytest.approx(den.sigma_max) and sig[-2] == pytest.approx(den.sigma_min)
+    levels = [den.level_of(float(s)) for s in sig[:-1]]
+    assert levels == sorted(levels) and levels[0] == 0 and levels[-1] == 2
+    x = img.expand(2, -1, -1, -1) + 0.01 * torch.randn(2, *img.shape)
+    out = den(x, torch.tensor([0.01, 5.0]))
+    torch.testing.assert_close(out[0], den(x[:1], 0.01)[0])
+    torch.testing.assert_close(out[1], den(x[1:], 5.0)[0])
+
+
+def test_samples_are_seeded_and_in_range(img):
+    model = sindiffusion.zero_training(img, steps=6, dropout=0.2)
+    assert isinstance(model, ZeroTraining) and isinstance(model, sindiffusion.SinDiffusion)
+    assert model.size == (24, 32) and model.config.diffusion.sample_steps == 6
+    a = model.sample(2, seed=3)
+    b = model.sample(2, seed=3)
+    c = model.sample(2, seed=4)
+    assert a.shape == (2, 3, 24, 32) and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(a[0], a[1])
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_sampler_any_size(img, sampler):
+    model = sindiffusion.zero_training(img)
+    out = model.sample(1, size=(20, 48), steps=4, sampler=sampler, seed=0)
+    assert out.shape == (1, 3, 20, 48) and torch.isfinite(out).all()
+    assert out.min() >= -1 and out.max() <= 1 and out.std() > 0.05
+
+
+def test_max_size_and_path(image_file):
+    model = sindiffusion.zero_training(image_file, max_size=16)
+    assert model.size == (16, 16) and model.image.min() >= -1
+
+
+def test_user_errors(img):
+    with pytest.raises(SinDiffusionError, match="unknown zero-training knob"):
+        PatchDenoiser(img, patch_sise=5)
+    with pytest.raises(SinDiffusionError, match="smaller than one 31 px patch"):
+        PatchDenoiser(img, patch_size=31)
+    with pytest.raises(SinDiffusionError, match="dropout"):
+        PatchDenoiser(img, dropout=1.0)
+    with pytest.raises(SinDiffusionError, match="nothing to save"):
+        sindiffusion.zero_training(img).save("somewhere")
+
+
+def test_cli_sample_zero_training(image_file, tmp_path, capsys):
+    out = tmp_path / "zero"
+    argv = ["sample", str(image_file), "--zero-training", "--n", "2", "--steps", "4"]
+    assert main([*argv, "--size", "40x24", "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["grid.png", "sample-000.png", "sample-001.png"]
+    assert Image.open(out / "sample-001.png").size == (40, 24)
+    assert "wrote 2 samples" in capsys.readouterr().out
+
+
+def test_cli_tells_which_flag_to_use(image_file, tmp_path, capsys):
+    assert main(["sample", str(image_file), "--out", str(tmp_path / "a")]) == 1
+    assert "add --zero-training" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["sample", str(run), "--zero-training", "--out", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "drop the flag" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
