@@ -85,3 +85,23 @@ def test_denoiser_is_exact_at_tiny_noise_for_an_untrained_zero_net(param):
     den = Denoiser(UNet(ModelConfig(8, (1, 2), 1, 4)), DiffusionConfig(parameterization=param))
     x = torch.rand(1, 3, 16, 16)
     assert torch.allclose(den(x, 1e-4), x, atol=1e-4)
+
+
+def test_hybrid_denoiser_routes_each_sample_by_its_noise_level():
+    from sindiffusion.diffusion import HybridDenoiser
+
+    low = Denoiser(UNet(ModelConfig(8, (1, 2), 1, 4)), DiffusionConfig(parameterization="edm"))
+
+    def high(x, sigma):
+        return torch.full_like(x, 0.5)
+
+    hyb = HybridDenoiser(low, high, switch=1.0)
+    x = torch.rand(3, 3, 16, 16)
+    out = hyb(x, torch.tensor([0.01, 5.0, 0.5]))
+    assert torch.equal(out[1], torch.full_like(x[1], 0.5))
+    assert torch.allclose(out[0], low(x[:1], 0.01)[0]) and torch.allclose(
+        out[2], low(x[2:], 0.5)[0]
+    )
+    assert hyb.sigma_max == low.sigma_max and torch.equal(
+        hyb.sampling_sigmas(5), low.sampling_sigmas(5)
+    )

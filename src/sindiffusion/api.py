@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Checkpoint, checkpoint_path, load_checkpoint, save_checkpoint
 from .config import Config, preset
-from .diffusion import Denoiser
+from .diffusion import Denoiser, HybridDenoiser
 from .errors import SinDiffusionError
 from .image import MIN_SIDE, from_uint8, load_image, to_uint8
 from .samplers import clipped, get_sampler
@@ -49,6 +49,13 @@ class SinDiffusion:
             unet.to(memory_format=torch.channels_last)
         self.denoiser = Denoiser(unet, self.config.diffusion, bf16=bf16).to(self.device)
         self.denoiser.channels_last = self.config.train.channels_last
+        if self.config.diffusion.hybrid_sigma > 0:
+            from .zero import PatchDenoiser  # zero.py builds on this module
+
+            layout = PatchDenoiser(self.image.to(self.device))
+            self.denoiser = HybridDenoiser(
+                self.denoiser, layout, self.config.diffusion.hybrid_sigma
+            )
 
     @classmethod
     def from_checkpoint(

@@ -141,3 +141,37 @@ class Denoiser(nn.Module):
             idx = torch.linspace(self.cfg.timesteps - 1, 0, steps).round().long()
             return torch.cat([self.sigmas.cpu()[idx], torch.zeros(1)])
         return karras_sigmas(steps, self.sigma_min, self.sigma_max)
+
+
+class HybridDenoiser(nn.Module):
+    """Hand the high noise levels to another denoiser: `high(x, sigma)` for sigma > `switch`,
+    `low(x, sigma)` below. Used to let the closed-form patch denoiser lay out the image (a
+    patch-level network learns the high-noise regime last) while the network draws the detail.
+    Noise-level schedule and range come from `low`."""
+
+    def __init__(self, low: Denoiser, high: nn.Module, switch: float):
+        super().__init__()
+        self.low, self.high, self.switch = low, high, switch
+
+    @property
+    def sigma_min(self) -> float:
+        return self.low.sigma_min
+
+    @property
+    def sigma_max(self) -> float:
+        return self.low.sigma_max
+
+    def sampling_sigmas(self, steps: int) -> torch.Tensor:
+        return self.low.sampling_sigmas(steps)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
+        sigma = sigma.expand(x.shape[0])
+        high = sigma > self.switch
+        if bool(high.all()):
+            return self.high(x, sigma)
+        if not bool(high.any()):
+            return self.low(x, sigma)
+        out = self.low(x, sigma)
+        out[high] = self.high(x[high], sigma[high])
+        return out

@@ -1,0 +1,203 @@
+"""Quality against wall-clock training time, per preset, on Places50 images; and a sampler table.
+
+    python3 benchmarks/time_to_quality.py --images 7 --budgets 1,2,5 --presets fast,paper
+    python3 benchmarks/time_to_quality.py --images 7 --samplers-only --run bench-out/ttq/fast-5/7
+
+For every preset and budget (minutes of training time), trains a fresh model per image (runs
+are cached in --out, so an interrupted benchmark resumes), draws --k samples at the image's
+size, and scores them with the quality harness (SIFID-E, pixel diversity, LPIPS-E, patch NN,
+copy score). SinGAN's output for the same images is scored the same way and drawn as a
+horizontal line. The `paper` preset always runs beside `fast` so every figure is a ratio
+measured in one run. Writes table.md, ttq.png (quality against minutes) and samplers.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import sindiffusion
+from sindiffusion.checkpoint import checkpoint_path, load_checkpoint
+from sindiffusion.image import load_image, make_grid, resize, save_image
+from sindiffusion.metrics import score
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+KEYS = ("sifid_e", "pixel_diversity", "lpips_e", "patch_nn", "copy_score")
+
+
+def parse_list(text: str) -> list[str]:
+    out: list[str] = []
+    for part in text.split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            out += [str(i) for i in range(int(a), int(b) + 1)]
+        elif part:
+            out.append(part)
+    return out
+
+
+def train_cached(image: Path, preset: str, minutes: float, run: Path) -> sindiffusion.SinDiffusion:
+    if checkpoint_path(run).exists():
+        ckpt = load_checkpoint(run)
+        if ckpt.extra.get("budget") and ckpt.elapsed >= ckpt.extra["budget"] - 1:
+            return sindiffusion.load(run)
+    return sindiffusion.train(
+        image,
+        preset=preset,
+        out=run,
+        minutes=minutes,
+        progress=False,
+        resume=checkpoint_path(run).exists(),
+    )
+
+
+def score_samples(real: torch.Tensor, model, k: int, **kw) -> dict:
+    t0 = time.perf_counter()
+    fakes = model.sample(n=k, seed=0, **kw)
+    sec = (time.perf_counter() - t0) / k
+    r = score(real, resize(fakes, tuple(real.shape[-2:])))
+    r["sec_per_sample"] = sec
+    return r, fakes
+
+
+def mean_std(rows: list[dict], key: str) -> str:
+    vals = [r[key] for r in rows if key in r]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return f"{vals[0]:.3g}"
+    return f"{statistics.mean(vals):.3g} ± {statistics.stdev(vals):.2g}"
+
+
+def plot(results: dict, singan: float | None, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for preset, by_budget in results.items():
+        xs = sorted(by_budget)
+        axes[0].plot(
+            xs,
+            [statistics.mean(r["sifid_e"] for r in by_budget[b]) for b in xs],
+            "o-",
+            label=preset,
+        )
+        axes[1].plot(
+            xs,
+            [statistics.mean(r.get("pixel_diversity", 0) for r in by_budget[b]) for b in xs],
+            "o-",
+            label=preset,
+        )
+    if singan is not None:
+        axes[0].axhline(singan, color="gray", ls="--", label="SinGAN")
+    axes[1].axhline(0.45, color="gray", ls=":", label="target 0.45")
+    axes[0].set(
+        xlabel="training minutes (2 CPU cores)",
+        ylabel="SIFID-E (lower is better)",
+        xscale="log",
+        yscale="log",
+    )
+    axes[1].set(xlabel="training minutes (2 CPU cores)", ylabel="pixel diversity", xscale="log")
+    for ax in axes:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data", type=Path, default=DATA / "places50")
+    ap.add_argument("--images", default="7")
+    ap.add_argument("--presets", default="fast,paper")
+    ap.add_argument("--budgets", default="1,2,5")
+    ap.add_argument("--k", type=int, default=6)
+    ap.add_argument("--out", type=Path, default=Path("bench-out/ttq"))
+    ap.add_argument("--samplers-only", action="store_true")
+    ap.add_argument("--run", type=Path, help="run folder for the sampler table")
+    ap.add_argument("--sampler-steps", default="10,20,50,100,1000")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    images = parse_list(args.images)
+
+    if not args.samplers_only:
+        results: dict[str, dict[float, list[dict]]] = {}
+        for preset in args.presets.split(","):
+            for minutes in [float(b) for b in args.budgets.split(",")]:
+                for name in images:
+                    image = args.data / f"{name}.jpg"
+                    cache = args.out / f"{preset}-{minutes:g}" / name
+                    done = cache / "score.json"
+                    if done.exists():
+                        r = json.loads(done.read_text())
+                    else:
+                        model = train_cached(image, preset, minutes, cache)
+                        real = load_image(image)
+                        r, fakes = score_samples(real, model, args.k)
+                        r["steps"] = model.step
+                        save_image(
+                            make_grid([real, *resize(fakes, tuple(real.shape[-2:]))], nrow=4),
+                            cache / "grid.png",
+                        )
+                        done.write_text(json.dumps(r))
+                    results.setdefault(preset, {}).setdefault(minutes, []).append(r)
+                    print(preset, minutes, name, {k: round(v, 3) for k, v in r.items()}, flush=True)
+        singan_rows = []
+        for name in images:
+            f = DATA / "baselines" / "places50" / "singan" / f"{name}.png"
+            if f.exists():
+                singan_rows.append(
+                    score(load_image(args.data / f"{name}.jpg"), load_image(f)[None])
+                )
+        lines = [
+            "| preset | minutes | steps | " + " | ".join(KEYS) + " | s/sample |",
+            "|" + " --- |" * (len(KEYS) + 4),
+        ]
+        for preset, by_budget in results.items():
+            for minutes, rows in sorted(by_budget.items()):
+                cells = [mean_std(rows, k) for k in KEYS]
+                lines.append(
+                    f"| {preset} | {minutes:g} | {mean_std(rows, 'steps')} | "
+                    + " | ".join(cells)
+                    + f" | {mean_std(rows, 'sec_per_sample')} |"
+                )
+        if singan_rows:
+            lines.append(
+                "| SinGAN (published outputs) | – | – | "
+                + " | ".join(mean_std(singan_rows, k) for k in KEYS)
+                + " | – |"
+            )
+        table = "\n".join(lines)
+        print(table)
+        (args.out / "table.md").write_text(table + "\n")
+        singan = statistics.mean(r["sifid_e"] for r in singan_rows) if singan_rows else None
+        plot(results, singan, args.out / "ttq.png")
+        print(f"wrote {args.out / 'table.md'} and {args.out / 'ttq.png'}")
+
+    if args.run is not None:
+        model = sindiffusion.load(args.run)
+        real = model.image
+        lines = [
+            "| sampler | steps | sifid_e | pixel_diversity | s/sample |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for sampler in ("dpmpp_2m", "heun", "ddim", "ddpm"):
+            for steps in [int(s) for s in args.sampler_steps.split(",")]:
+                r, _ = score_samples(real, model, min(args.k, 4), sampler=sampler, steps=steps)
+                lines.append(
+                    f"| {sampler} | {steps} | {r['sifid_e']:.3g} | {r.get('pixel_diversity', float('nan')):.3g} | {r['sec_per_sample']:.2f} |"
+                )
+                print(lines[-1], flush=True)
+        (args.out / "samplers.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
