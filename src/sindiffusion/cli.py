@@ -105,6 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=_positive_float, default=3.0, help="training time (default 3)")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("ui", help="open the local web page (needs the [ui] extra: gradio)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this PC)"
+    )
+    p.add_argument("--port", type=_positive_int, default=7860, help="port (default 7860)")
+    p.add_argument(
+        "--runs", default="runs", help="the only folder the page writes to (default ./runs)"
+    )
+    p.add_argument(
+        "--config", help="a config JSON instead of the fast preset (or $SINDIFFUSION_UI_CONFIG)"
+    )
+    p.add_argument(
+        "--max-upload-mb", type=_positive_float, default=20.0, help="upload limit (default 20)"
+    )
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+
     p = sub.add_parser("score", help="score generated images against the real image")
     p.add_argument("real", help="the real (training) image")
     p.add_argument("fakes", nargs="+", metavar="fake", help="generated images (2+ for diversity)")
@@ -330,7 +346,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench.run(args)
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from .ui import serve
+
+    config = load_config(args.config) if args.config else None
+    serve(args.host, args.port, args.runs, config, args.max_upload_mb, args.device)
+    return 0
+
+
 COMMANDS = {
+    "ui": cmd_ui,
     "train": cmd_train,
     "sample": cmd_sample,
     "info": cmd_info,

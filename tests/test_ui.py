@@ -1,0 +1,291 @@
+"""The web page (`sindiffusion ui`), end to end in a real headless Chromium driven by Playwright:
+start the server, refuse bad uploads, upload a tiny image, train, see samples, paint a mask and
+inpaint, upload a mask, outpaint; a screenshot is kept as an artifact. Plus the server-side
+checks (run names, uploads, painted masks) without a browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import natural_like, tiny_config
+from PIL import Image
+
+from sindiffusion.errors import SinDiffusionError
+from sindiffusion.ui import RunStore, check_upload, painted_mask
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+# --- server-side checks, no browser --------------------------------------------------------------
+def test_run_names_are_made_and_checked_on_the_server(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    run = store.new_run("../../etc/My Photo!.png")
+    assert run.parent == store.root and run.name.startswith("My-Photo-")
+    assert store.new_run("x.png") != store.new_run("x.png")  # same second: still distinct
+    assert store.names() == []  # no checkpoint yet, so not a run
+    (run / "checkpoint.safetensors").write_bytes(b"")
+    assert store.names() == [run.name]
+    assert store.path(run.name) == run
+    for bad in ("../runs", "/etc", str(run), ".gradio", "", None, 3, "no-such-run"):
+        with pytest.raises(SinDiffusionError, match="pick a run from the list"):
+            store.path(bad)
+
+
+def test_uploads_are_checked(tmp_path):
+    cfg = tiny_config()
+    good = tmp_path / "a.png"
+    Image.fromarray(natural_like(40, 24)).save(good)
+    img = check_upload(good, cfg)
+    assert img.shape == (3, 32, 18)  # long side to max_size 32, sides to the stride 2
+    assert img.min() >= -1 and img.max() <= 1
+    fake = tmp_path / "fake.png"
+    fake.write_text("not an image")
+    with pytest.raises(SinDiffusionError, match=r"^fake.png is not an image Pillow can read"):
+        check_upload(fake, cfg)
+    notes = tmp_path / "notes.json"
+    notes.write_text("{}")
+    with pytest.raises(SinDiffusionError, match="^notes.json is not an image; upload a PNG"):
+        check_upload(notes, cfg)
+    with pytest.raises(SinDiffusionError, match=r"upload an image of at most 0.001 MB"):
+        check_upload(good, cfg, max_upload_mb=0.001)
+    with pytest.raises(SinDiffusionError, match="upload an image first"):
+        check_upload(None, cfg)
+
+
+def test_painted_mask_is_the_union_of_layers():
+    a = np.zeros((4, 6, 4), np.uint8)
+    b = np.zeros((4, 6, 4), np.uint8)
+    a[1, 2, 3] = 255
+    b[3, 5, 3] = 10
+    mask = painted_mask({"background": None, "layers": [a, b], "composite": None}, (4, 6))
+    expected = torch.zeros(4, 6, dtype=torch.bool)
+    expected[1, 2] = expected[3, 5] = True
+    assert torch.equal(mask, expected)
+    assert painted_mask({"layers": [np.zeros((4, 6, 4), np.uint8)]}, (4, 6)) is None
+    assert painted_mask(None, (4, 6)) is None
+    with pytest.raises(SinDiffusionError, match="pick the run again and repaint"):
+        painted_mask({"layers": [a]}, (5, 6))
+
+
+# --- the page in a real browser ------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    pytest.importorskip("gradio", reason="the web page needs gradio (pip install gradio)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the browser test needs playwright (pip install playwright)"
+    )
+    exe = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(exe).exists():
+        pytest.skip("no chromium browser: apt-get install chromium")
+    with sync_api.sync_playwright() as p:
+        try:
+            b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        except Exception as e:  # a browser that cannot start here is a skip, not a failure
+            pytest.skip(f"chromium cannot be launched: {e}")
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("gradio", reason="the web page needs gradio (pip install gradio)")
+    tmp = tmp_path_factory.mktemp("ui")
+    config = tmp / "tiny.json"
+    config.write_text(tiny_config(steps=40, max_size=48).to_json())
+    port = _free_port()
+    env = dict(
+        os.environ,
+        SINDIFFUSION_UI_CONFIG=str(config),
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        GRADIO_ANALYTICS_ENABLED="False",
+    )
+    log = open(tmp / "server.log", "w")  # noqa: SIM115 (closed below)
+    cmd = [sys.executable, "-m", "sindiffusion", "ui", "--port", str(port), "--runs", "runs"]
+    cmd += ["--max-upload-mb", "1"]
+    proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                log.close()
+                pytest.fail("the ui server did not start:\n" + (tmp / "server.log").read_text())
+            time.sleep(0.3)
+    yield url, tmp
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def _toasts(page) -> str:
+    return " | ".join(page.locator(".toast-body").all_inner_texts())
+
+
+def _wait_toast(page, text: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in _toasts(page):
+        assert time.monotonic() < deadline, f"no message {text!r}; messages: {_toasts(page)}"
+        time.sleep(0.2)
+
+
+def test_page_end_to_end(browser, server):
+    url, tmp = server
+    files = tmp / "files"
+    files.mkdir()
+    Image.fromarray(natural_like(36, 48, seed=1)).save(files / "photo.png")
+    (files / "fake.png").write_text("this is text, not a picture")
+    (files / "big.png").write_bytes(np.random.default_rng(0).bytes(int(1.5 * 2**20)))
+    (files / "notes.txt").write_text("hello")
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(30_000)
+    page.goto(url)
+    page.wait_for_selector("#train-btn")
+    upload = page.locator("#upload input[type=file]")
+
+    # Refused uploads: not an image (three ways) and too large, each with a clear message.
+    upload.set_input_files(files / "fake.png")
+    _wait_toast(page, "fake.png is not an image Pillow can read")
+    assert "refused" in page.inner_text("#upload-info")
+    upload.set_input_files(files / "big.png")
+    _wait_toast(page, "exceed the maximum allowed size of 1.0 Mb")
+    upload.set_input_files(files / "notes.txt")
+    _wait_toast(page, "Invalid file type")
+
+    # Upload, train a few steps with live status, then the run is selected.
+    upload.set_input_files(files / "photo.png")
+    page.wait_for_selector("#train-image img")
+    assert "trains at 48x36 px" in page.inner_text("#upload-info")
+    page.click("#train-btn")
+    page.wait_for_function(
+        "/done|failed/.test(document.querySelector('#train-status').innerText)", timeout=60_000
+    )
+    status = page.inner_text("#train-status")
+    assert status.startswith("done") and "step 40 / 40" in status, status
+    page.wait_for_function("document.querySelector('#run-info').innerText.includes('40 steps')")
+    runs = [p for p in (tmp / "runs").iterdir() if not p.name.startswith(".")]
+    assert len(runs) == 1 and runs[0].name.startswith("photo-")
+    run = runs[0]
+    assert (run / "checkpoint.safetensors").is_file()
+    assert page.locator("#preview img").count() == 1
+
+    # Samples at a chosen size and seed appear in the gallery and on disk.
+    page.get_by_label("width px (0 = training)").fill("64")
+    page.get_by_label("seed", exact=True).first.fill("3")
+    page.click("#sample-btn")
+    page.wait_for_function("document.querySelectorAll('#gallery img').length >= 4")
+    out = run / "samples" / "64x36-seed3-n4"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "grid.png",
+        "sample-000.png",
+        "sample-001.png",
+        "sample-002.png",
+        "sample-003.png",
+    ]
+    assert Image.open(out / "sample-000.png").size == (64, 36)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-samples.png"), full_page=True)
+
+    # Inpaint with a mask painted in the page.
+    page.get_by_role("tab", name="Outpaint / inpaint").click()
+    editor = page.locator("#editor")
+    editor.scroll_into_view_if_needed()
+    page.wait_for_selector("#editor canvas")
+    time.sleep(2)  # the editor loads the run's image after it is shown
+    editor.locator("button[aria-label=Brush]").click()
+    box = page.locator("#editor canvas").first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 30, cy - 10)
+    page.mouse.down()
+    for i in range(6):
+        page.mouse.move(cx - 30 + 10 * i, cy - 10 + 4 * i, steps=2)
+    page.mouse.up()
+    page.click("#inpaint-btn")
+    page.wait_for_function("document.querySelectorAll('#apps-gallery img').length >= 4")
+    (painted,) = list((run / "inpaint").iterdir())
+    mask = np.asarray(Image.open(painted / "mask.png").convert("L")) > 127
+    assert mask.shape == (36, 48) and 0 < mask.mean() < 1
+    page.screenshot(path=str(ARTIFACTS / "ui-inpaint.png"))
+
+    # Inpaint with an uploaded mask: white = regenerate.
+    m = np.zeros((36, 48), np.uint8)
+    m[10:20, 5:25] = 255
+    Image.fromarray(m).save(files / "mask.png")
+    page.locator("#mask-upload input[type=file]").set_input_files(files / "mask.png")
+    page.wait_for_selector("#mask-upload a[download]")
+    page.click("#inpaint-btn")
+    deadline = time.monotonic() + 30
+    while len(list((run / "inpaint").iterdir())) < 2:
+        assert time.monotonic() < deadline, _toasts(page)
+        time.sleep(0.2)
+    uploaded = next(p for p in (run / "inpaint").iterdir() if p != painted)
+    saved = np.asarray(Image.open(uploaded / "mask.png").convert("L")) > 127
+    assert np.array_equal(saved, m > 127)
+
+    # Outpaint: 16 px on the right.
+    page.get_by_label("right px").fill("16")
+    page.click("#outpaint-btn")
+    target = run / "outpaint" / "l0-r16-t0-b0-seed0-n4" / "sample-000.png"
+    deadline = time.monotonic() + 30
+    while not target.exists():
+        assert time.monotonic() < deadline, _toasts(page)
+        time.sleep(0.2)
+    assert Image.open(target).size == (64, 36)
+
+    # A guidance class the classifier does not know is a clear message.
+    page.get_by_text("guidance (optional)").click()
+    page.get_by_label("ImageNet class, e.g. volcano").fill("volcanno")
+    page.get_by_role("tab", name="Samples").click()
+    page.click("#sample-btn")
+    _wait_toast(page, "is not an ImageNet class; close names: volcano")
+
+    # Everything the page wrote is inside its runs folder (the server's working directory).
+    assert sorted(p.name for p in tmp.iterdir()) == ["files", "runs", "server.log", "tiny.json"]
+    page.close()
+    print(f"screenshots: {ARTIFACTS}/ui-samples.png, ui-inpaint.png")
+
+
+def test_ui_without_gradio_says_how_to_install(tmp_path, monkeypatch, capsys):
+    from sindiffusion.cli import main
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # makes `import gradio` fail
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "")  # serve() sets it; restored after the test
+    assert main(["ui", "--runs", str(tmp_path / "runs")]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err == 'error: the web page needs gradio; install it with: pip install "sindiffusion[ui]"\n'
+    )
