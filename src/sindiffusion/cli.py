@@ -105,6 +105,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=_positive_float, default=3.0, help="training time (default 3)")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("train-many", help="train one model per image of a folder (shardable)")
+    p.add_argument("folder", help="a folder of training images")
+    p.add_argument("--out", required=True, help="runs folder: one run folder per image")
+    p.add_argument(
+        "--shard", default="0/1", help="i/n: every n-th image from the i-th (default 0/1)"
+    )
+    p.add_argument("--preset", default="fast", help="fast (default) or paper")
+    p.add_argument("--config", help="a config JSON instead of a preset")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive_int, help="steps per image (default: preset's)")
+    budget.add_argument("--minutes", type=_positive_float, help="training minutes per image")
+    p.add_argument("--max-size", type=_positive_int, default=None, help="long side in px")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("sample-many", help="draw samples from every run of a runs folder")
+    p.add_argument("runs", help="runs folder written by 'sindiffusion train-many'")
+    p.add_argument("--out", required=True, help="output folder: one sub-folder per run")
+    p.add_argument("--shard", default="0/1", help="i/n: every n-th run from the i-th (default 0/1)")
+    _add_sampling_args(p)
+
     p = sub.add_parser("ui", help="open the local web page (needs the [ui] extra: gradio)")
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this PC)"
@@ -169,19 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:  # under torchrun (WORLD_SIZE > 1) this trains data-parallel, see distributed.py
-        model = train(
-            args.image,
-            preset=args.preset,
-            config=load_config(args.config) if args.config else None,
-            out=args.out,
-            steps=args.steps,
-            minutes=args.minutes,
-            seed=args.seed,
-            max_size=args.max_size,
-            resume=args.resume,
-            device=args.device,
-            progress=not args.quiet,
-        )
+        model = train(args.image, out=args.out, resume=args.resume, **_training_kwargs(args))
     finally:
         distributed.teardown()
     if not distributed.World.from_env().main:
@@ -192,6 +202,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"run folder: {args.out}"
     )
     return 0
+
+
+def _training_kwargs(args: argparse.Namespace) -> dict:
+    """The training options that `train` and `train-many` share, as keyword arguments."""
+    return {
+        "preset": args.preset,
+        "config": load_config(args.config) if args.config else None,
+        "steps": args.steps,
+        "minutes": args.minutes,
+        "seed": args.seed,
+        "max_size": args.max_size,
+        "device": args.device,
+        "progress": not args.quiet,
+    }
 
 
 def load_config(path: str | Path):
@@ -354,12 +378,41 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_many(args: argparse.Namespace) -> int:
+    from .many import format_table, parse_shard, train_many
+
+    shard = parse_shard(args.shard)
+    rows = train_many(args.folder, args.out, shard_spec=shard, **_training_kwargs(args))
+    print(format_table(rows), end="")
+    out = args.out
+    print(f"summary: {out}/summary.md, {out}/summary.csv; contact sheet: {out}/contact.png")
+    return 1 if any(r.status.startswith("failed") for r in rows) else 0
+
+
+def cmd_sample_many(args: argparse.Namespace) -> int:
+    from .many import parse_shard, sample_many
+
+    kwargs = _sample_kwargs(args)
+    folders = sample_many(
+        args.runs,
+        args.n,
+        args.out,
+        shard_spec=parse_shard(args.shard),
+        device=args.device,
+        **kwargs,
+    )
+    print(f"wrote {args.n} samples for each of {len(folders)} runs to {args.out}")
+    return 0
+
+
 COMMANDS = {
     "ui": cmd_ui,
     "train": cmd_train,
     "sample": cmd_sample,
     "info": cmd_info,
     "demo": cmd_demo,
+    "train-many": cmd_train_many,
+    "sample-many": cmd_sample_many,
     "score": cmd_score,
     "bench": cmd_bench,
 }
