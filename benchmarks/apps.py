@@ -1,0 +1,199 @@
+"""Applications benchmark: outpainting / inpainting seams, class guidance, SDEdit pictures.
+
+    python3 benchmarks/apps.py [--images 1] [--run-cache runs/apps-bench] [--minutes 3] [--out DIR]
+    python3 benchmarks/apps.py --zero --images 2      # the zero-training model, no training
+
+For each Places50 image (a run folder from --run-cache, or the `fast` preset trained for
+--minutes and then cached there; with --zero the zero-training patch denoiser):
+
+- outpainting: a border band (the right quarter) is removed and regenerated; inpainting: a
+  centre box (a third of each side) likewise. Both with and without RePaint resampling, in
+  one run. Reported: SIFID-E of the regenerated part against the real part it replaces, and
+  the seam score = mean squared neighbour difference across the mask boundary / elsewhere
+  (about 1 = no seam; the real image's own value under the same mask is given as reference).
+- class guidance (EfficientNet-Lite0, real ImageNet weights): the target class's probability
+  (judged on the whole image at 224 px, not on the guide's cut-outs) and SIFID-E against the
+  training image, for each guidance scale.
+- SDEdit: paint-to-image on ../shared/data/singan/sketch/balloons_sketch.png and editing of
+  ../shared/data/singan/edit/stone_edit.png (models of balloons.png / stone.png, cached too).
+
+Prints markdown tables; writes picture grids into --out (default benchmarks/results/apps).
+Judge mechanisms (known region kept, no seam), not beauty: the `fast` preset is small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import sindiffusion
+from sindiffusion.apps import edit, outpaint, paint, regenerate
+from sindiffusion.guidance import ClassScore, GradientGuidance, find_class
+from sindiffusion.image import load_image, make_grid, save_image
+from sindiffusion.metrics import efficientnet_lite0
+from sindiffusion.metrics.sifid import sifid
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def seam_score(image: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean squared neighbour difference across the mask's boundary / everywhere else.
+
+    image (3, H, W) in [-1, 1], mask (H, W) bool. About 1 when the boundary is invisible;
+    a seam (an edge along the boundary) raises it.
+    """
+    seam, rest = [], []
+    for dim in (1, 2):  # vertical and horizontal neighbours
+        n = image.shape[dim] - 1
+        d = (image.narrow(dim, 1, n) - image.narrow(dim, 0, n)).pow(2).sum(0)
+        cross = mask.narrow(dim - 1, 1, n) != mask.narrow(dim - 1, 0, n)
+        seam.append(d[cross])
+        rest.append(d[~cross])
+    return (torch.cat(seam).mean() / torch.cat(rest).mean().clamp_min(1e-12)).item()
+
+
+def get_model(path: Path, args):
+    """The cached run for `path`, or train one; with --zero the zero-training model."""
+    if args.zero:
+        from sindiffusion.zero import zero_training
+
+        return zero_training(path, device=args.device)
+    cache, minutes, device = args.run_cache, args.minutes, args.device
+    run = cache / path.stem
+    if (run / "checkpoint.safetensors").exists():
+        return sindiffusion.load(run, device=device)
+    print(f"training {path.name} for {minutes:g} min -> {run}", flush=True)
+    return sindiffusion.train(path, preset="fast", minutes=minutes, out=run, device=device)
+
+
+def region_masks(h: int, w: int) -> dict[str, torch.Tensor]:
+    band = torch.zeros(h, w, dtype=torch.bool)
+    band[:, w - w // 4 :] = True
+    box = torch.zeros(h, w, dtype=torch.bool)
+    box[h // 3 : h - h // 3, w // 3 : w - w // 3] = True
+    return {"outpaint (right band)": band, "inpaint (centre box)": box}
+
+
+def crop(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The bounding box of `mask` cut from x (..., H, W)."""
+    ys, xs = mask.nonzero(as_tuple=True)
+    return x[..., int(ys.min()) : int(ys.max()) + 1, int(xs.min()) : int(xs.max()) + 1]
+
+
+def fill_bench(model, name: str, args, out: Path) -> list[str]:
+    img = model.image.float()
+    rows, pictures = [], []
+    for task, mask in region_masks(*img.shape[-2:]).items():
+        shown = torch.where(mask, torch.zeros_like(img), img)
+        pictures += [img, shown]
+        for resample in (1, args.resample):
+            t0 = time.perf_counter()
+            fakes = regenerate(
+                model, img, mask, n=args.n, steps=args.steps, seed=0, resample=resample
+            )
+            dt = (time.perf_counter() - t0) / args.n
+            pictures.append(fakes[0])
+            s = sifid(crop(img, mask), crop(fakes, mask)).mean().item()
+            seams = sum(seam_score(f, mask) for f in fakes) / len(fakes)
+            rows.append(
+                f"| {name} | {task} | {resample} | {s:.3f} | {seams:.2f} | "
+                f"{seam_score(img, mask):.2f} | {dt:.1f} |"
+            )
+    # A real outpainting, 50% wider, for the picture.
+    h, w = img.shape[-2:]
+    wide = outpaint(
+        model,
+        extend={"left": w // 4, "right": w // 4},
+        n=1,
+        steps=args.steps,
+        resample=args.resample,
+    )
+    grid = make_grid(pictures, nrow=4)
+    save_image(grid, out / f"{name}-fill.png")
+    save_image(make_grid([img, wide[0]], nrow=2), out / f"{name}-outpaint-wide.png")
+    return rows
+
+
+def class_bench(model, name: str, args, out: Path) -> list[str]:
+    clf = efficientnet_lite0().to(model.device)
+    c = find_class(args.target)
+    rows, pictures = [], []
+    for scale in args.scales:
+        score = ClassScore([c], clf, cuts=args.cuts, cut_size=args.cut_size, seed=0)
+        den = GradientGuidance(model.denoiser, score, scale)
+        t0 = time.perf_counter()
+        fakes = model.sample(n=args.n, steps=args.steps, seed=0, denoiser=den)
+        dt = (time.perf_counter() - t0) / args.n
+        with torch.no_grad():
+            x = F.interpolate(fakes.to(model.device), (224, 224), mode="bilinear", antialias=True)
+            p = clf(x).softmax(-1)[:, c].mean().item()
+        s = sifid(model.image.float(), fakes).mean().item()
+        rows.append(f"| {name} | {args.target} | {scale:g} | {p:.4f} | {s:.3f} | {dt:.1f} |")
+        pictures += list(fakes)
+    save_image(make_grid(pictures, nrow=args.n), out / f"{name}-class-{args.target}.png")
+    return rows
+
+
+def sdedit_bench(args, out: Path) -> None:
+    jobs = [
+        ("balloons", DATA / "singan/sketch/balloons_sketch.png", paint, (0.5, 0.7)),
+        ("stone", DATA / "singan/edit/stone_edit.png", edit, (0.3, 0.5)),
+    ]
+    for train_name, input_path, fn, strengths in jobs:
+        model = get_model(DATA / f"singan/{train_name}.png", args)
+        x = load_image(input_path)  # used at its own size: the model is fully convolutional
+        pictures = [model.image.float(), x]
+        for strength in strengths:
+            pictures += list(fn(model, x, strength=strength, n=2, steps=args.steps, seed=0))
+        save_image(make_grid(pictures, nrow=2 + len(strengths)), out / f"{train_name}-sdedit.png")
+        print(f"wrote {out / f'{train_name}-sdedit.png'} (strengths {strengths})", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=DATA / "places50")
+    p.add_argument("--images", type=int, default=1, help="how many Places50 images (1.jpg, ...)")
+    p.add_argument("--run-cache", type=Path, default=Path("runs/apps-bench"))
+    p.add_argument("--minutes", type=float, default=3.0, help="training time per uncached image")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/apps"))
+    p.add_argument("--n", type=int, default=2, help="samples per setting")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: preset's)")
+    p.add_argument("--resample", type=int, default=2, help="resampling passes to compare with 1")
+    p.add_argument("--target", default="volcano", help="ImageNet class for class guidance")
+    p.add_argument("--scales", default="0,0.3,1,3", help="guidance scales")
+    p.add_argument("--cuts", type=int, default=2, help="cut-outs per guidance step")
+    p.add_argument("--cut-size", type=int, default=128, help="cut-out side for the classifier")
+    p.add_argument(
+        "--zero", action="store_true", help="use the zero-training model instead of learned runs"
+    )
+    p.add_argument("--no-sdedit", action="store_true", help="skip the sketch / edit pictures")
+    p.add_argument("--device", default=None)
+    args = p.parse_args()
+    args.scales = [float(s) for s in args.scales.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    fill_rows, class_rows = [], []
+    for i in range(1, args.images + 1):
+        path = args.data / f"{i}.jpg"
+        model = get_model(path, args)
+        fill_rows += fill_bench(model, path.stem, args, args.out)
+        class_rows += class_bench(model, path.stem, args, args.out)
+    if not args.no_sdedit:
+        sdedit_bench(args, args.out)
+    print(
+        "\n| image | task | resample | SIFID-E of region | seam score | real image's | s/sample |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n".join(fill_rows))
+    print("\n| image | class | guidance scale | target probability | SIFID-E | s/sample |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    print("\n".join(class_rows))
+    print(f"\ngrids in {args.out}; total {(time.perf_counter() - t_start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
