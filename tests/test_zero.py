@@ -109,3 +109,14 @@ def test_cli_tells_which_flag_to_use(image_file, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "drop the flag" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_outpaint_runs_with_the_zero_training_model(img):
+    from sindiffusion.apps.outpaint import outpaint
+
+    model = sindiffusion.zero_training(img)
+    out = outpaint(model, extend={"right": 16}, n=1, steps=5, seed=0)
+    assert out.shape == (1, 3, 24, 48) and torch.isfinite(out).all()
+    # The known part stays the image (up to 8-bit rounding); the new part is not blank.
+    torch.testing.assert_close(out[0, :, :, :32], img, atol=0.02, rtol=0)
+    assert out[0, :, :, 32:].std() > 0.05

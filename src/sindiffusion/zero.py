@@ -48,12 +48,14 @@ class ZeroConfig:
 
     patch_size: int = 7  # side of the square patches in pixels, at every pyramid level
     stride: int = 4  # step between denoised patches; < patch_size overlaps and averages votes
+    vote_width: float | None = 0.25  # votes weighted by a Gaussian of this std (x patch_size)
+    # around the patch centre, so disagreeing patch edges blur less; None = plain average
     levels: int = 5  # pyramid levels; 1 = full resolution only (no global coherence)
     coarsest: int = 14  # short side in px of the reference at the coarsest level
-    handover: float = 0.15  # a level hands over to the next finer one when its own sigma
+    handover: float = 0.3  # a level hands over to the next finer one when its own sigma
     # (sigma times its noise gain) falls below this
     temperature: float = 1.0  # softmax temperature T; > 1 blends more patches (diversity, blur)
-    layout: float | None = 0.12  # std of a Gaussian prior on where a patch comes from, in image
+    layout: float | None = 0.05  # std of a Gaussian prior on where a patch comes from, in image
     # heights/widths: patches prefer references from about the same relative position; None = off
     topk: int | None = 8  # nearest reference patches kept per noisy patch; None = all (exact)
     max_refs: int = 4096  # reference patches kept per level (a fixed random subset beyond)
@@ -214,14 +216,18 @@ class PatchDenoiser(nn.Module):
                 for q, qp in zip(queries.split(QUERY_CHUNK), qpos.split(QUERY_CHUNK), strict=True)
             ]
         )
-        est = est.view(len(ys), len(xs), 3, p, p).permute(2, 0, 1, 3, 4)
-        votes = x.new_zeros(x.shape)
-        count = x.new_zeros((1, h, w))
-        for dy in range(p):  # average the votes: each patch offset at once over all patches
-            for dx in range(p):
-                iy, ix = (ys + dy)[:, None], (xs + dx)[None, :]
-                votes[:, iy, ix] += est[:, :, :, dy, dx]
-                count[:, iy, ix] += 1
+        # Weighted votes, all at once: flat pixel index of every (patch, dy, dx).
+        win = _vote_window(p, cfg.vote_width).to(x.device)
+        r = torch.arange(p, device=x.device)
+        iy = (ys.to(x.device)[:, None] + r)[:, None, :, None]  # (ny, 1, p, 1)
+        ix = (xs.to(x.device)[:, None] + r)[None, :, None, :]  # (1, nx, 1, p)
+        flat = (iy * w + ix).reshape(-1)
+        est = est.view(len(ys), len(xs), 3, p, p).permute(2, 0, 1, 3, 4) * win
+        votes = x.new_zeros(3, h * w).index_add_(1, flat, est.reshape(3, -1))
+        count = x.new_zeros(h * w).index_add_(
+            0, flat, win.expand(len(ys), len(xs), p, p).reshape(-1)
+        )
+        votes, count = votes.view(3, h, w), count.view(1, h, w)
         return votes / count
 
     def _weighted_patches(self, q: torch.Tensor, qpos: torch.Tensor, refs: _Refs) -> torch.Tensor:
@@ -261,6 +267,16 @@ class _Refs:
             sq = self.coords.pow(2).sum(1, keepdim=True)
             screen = torch.cat([self.coords, -0.5 * sq], 1).T.contiguous()
             self.screen = screen.bfloat16() if cfg.bf16 else screen
+
+
+def _vote_window(p: int, width: float | None) -> torch.Tensor:
+    """(p, p) weights of a patch's pixel votes: a Gaussian of std `width` * p around the
+    centre (the centre of a patch matched best), or all ones for None (plain average)."""
+    if width is None:
+        return torch.ones(p, p)
+    r = torch.arange(p, dtype=torch.float32) - (p - 1) / 2
+    g = torch.exp(-(r**2) / (2 * (width * p) ** 2))
+    return g[:, None] * g[None, :]
 
 
 def _starts(n: int, p: int, st: int, offset: int) -> torch.Tensor:
