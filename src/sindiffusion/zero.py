@@ -48,7 +48,7 @@ class ZeroConfig:
 
     patch_size: int = 7  # side of the square patches in pixels, at every pyramid level
     stride: int = 4  # step between denoised patches; < patch_size overlaps and averages votes
-    vote_width: float | None = 0.25  # votes weighted by a Gaussian of this std (x patch_size)
+    vote_width: float | None = 0.12  # votes weighted by a Gaussian of this std (x patch_size)
     # around the patch centre, so disagreeing patch edges blur less; None = plain average
     levels: int = 5  # pyramid levels; 1 = full resolution only (no global coherence)
     coarsest: int = 14  # short side in px of the reference at the coarsest level
@@ -326,7 +326,7 @@ class ZeroTraining(SinDiffusion):
     def __init__(
         self,
         image: torch.Tensor,
-        sampler: str = "ddpm",
+        sampler: str = "dpmpp_2m",
         steps: int = 20,
         device: str | torch.device | None = None,
         **knobs,
@@ -362,7 +362,7 @@ class ZeroTraining(SinDiffusion):
 def zero_training(
     image: str | os.PathLike | torch.Tensor,
     max_size: int = 250,
-    sampler: str = "ddpm",
+    sampler: str = "dpmpp_2m",
     steps: int = 20,
     device: str | torch.device | None = None,
     **knobs,
