@@ -58,7 +58,7 @@ class ZeroConfig:
     layout: float | None = 0.05  # std of a Gaussian prior on where a patch comes from, in image
     # heights/widths: patches prefer references from about the same relative position; None = off
     topk: int | None = 8  # nearest reference patches kept per noisy patch; None = all (exact)
-    max_refs: int = 4096  # reference patches kept per level (a fixed random subset beyond)
+    max_refs: int = 16384  # reference patches kept per level (a fixed random subset beyond)
     dropout: float = 0.0  # fraction of reference patches hidden at each call (diversity)
     pca_dim: int | None = 24  # distances in this many principal components; None = all
     sigma_floor: float = 0.0  # weights never sharper than at this sigma (less copying, softer)
