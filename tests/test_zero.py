@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import natural_like
@@ -120,3 +121,26 @@ def test_outpaint_runs_with_the_zero_training_model(img):
     # The known part stays the image (up to 8-bit rounding); the new part is not blank.
     torch.testing.assert_close(out[0, :, :, :32], img, atol=0.02, rtol=0)
     assert out[0, :, :, 32:].std() > 0.05
+
+
+@pytest.mark.parametrize(
+    "app",
+    [
+        ["outpaint", "--extend", "right=8"],
+        ["inpaint", "--mask", "MASK"],
+        ["paint", "--image", "IMAGE"],
+        ["harmonize", "--mask", "MASK"],
+        ["edit"],
+    ],
+)
+def test_every_application_takes_an_image_with_zero_training(app, image_file, tmp_path):
+    mask = tmp_path / "mask.png"
+    m = np.zeros((32, 32), np.uint8)
+    m[8:20, 10:24] = 255
+    Image.fromarray(m).save(mask)
+    args = [str(mask) if a == "MASK" else str(image_file) if a == "IMAGE" else a for a in app]
+    out = tmp_path / "out"
+    argv = [app[0], str(image_file), "--zero-training", *args[1:], "--n", "1", "--steps", "4"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert (out / "grid.png").exists()
+    assert main([app[0], str(image_file), *args[1:], "--out", str(tmp_path / "x")]) == 1

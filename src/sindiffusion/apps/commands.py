@@ -116,7 +116,14 @@ def add_parsers(sub) -> None:
 def _common(p: argparse.ArgumentParser, image_required: bool = False) -> None:
     from ..cli import _positive_int
 
-    p.add_argument("run", help="run folder written by 'sindiffusion train'")
+    p.add_argument(
+        "run", help="run folder written by 'sindiffusion train' (an image with --zero-training)"
+    )
+    p.add_argument(
+        "--zero-training",
+        action="store_true",
+        help="RUN is an image: use the closed-form patch denoiser, no training",
+    )
     p.add_argument(
         "--image", required=image_required, help="input image (default: the run's training image)"
     )
@@ -153,10 +160,10 @@ def cmd_app(args: argparse.Namespace) -> int:
     """Run one application subcommand; writes DIR/NAME-NNN.png, DIR/grid.png, DIR/input.png."""
     from .. import apps
     from ..api import load
-    from ..cli import write_samples
+    from ..cli import _zero_or_run, write_samples
     from ..image import load_image, parse_size, save_image
 
-    model = load(args.run, device=args.device)
+    model = _zero_or_run(args.run, args.zero_training, args.device) or load(args.run, args.device)
     image = load_image(args.image) if args.image else model.image.float().cpu()
     kwargs = dict(
         n=args.n,
