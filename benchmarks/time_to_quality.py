@@ -41,18 +41,14 @@ def parse_list(text: str) -> list[str]:
     return out
 
 
-def train_cached(image: Path, preset: str, minutes: float, run: Path) -> sindiffusion.SinDiffusion:
+def train_cached(image: Path, config, minutes: float, run: Path) -> sindiffusion.SinDiffusion:
     if checkpoint_path(run).exists():
         ckpt = load_checkpoint(run)
         if ckpt.extra.get("budget") and ckpt.elapsed >= ckpt.extra["budget"] - 1:
             return sindiffusion.load(run)
+    resume = checkpoint_path(run).exists()
     return sindiffusion.train(
-        image,
-        preset=preset,
-        out=run,
-        minutes=minutes,
-        progress=False,
-        resume=checkpoint_path(run).exists(),
+        image, config=config, out=run, minutes=minutes, progress=False, resume=resume
     )
 
 
@@ -122,6 +118,8 @@ def main(argv=None) -> None:
     ap.add_argument("--k", type=int, default=6)
     ap.add_argument("--out", type=Path, default=Path("bench-out/ttq"))
     ap.add_argument("--samplers-only", action="store_true")
+    ap.add_argument("--paper-sample-steps", type=int, default=50, help="ddpm steps for paper")
+    ap.add_argument("--paper-batch", type=int, default=4, help="paper preset's batch (128 OOMs)")
     ap.add_argument("--run", type=Path, help="run folder for the sampler table")
     ap.add_argument("--sampler-steps", default="10,20,50,100,1000")
     args = ap.parse_args(argv)
@@ -139,9 +137,14 @@ def main(argv=None) -> None:
                     if done.exists():
                         r = json.loads(done.read_text())
                     else:
-                        model = train_cached(image, preset, minutes, cache)
+                        config = sindiffusion.preset(preset)
+                        if preset == "paper":  # batch 128 of whole images needs ~30 GB here
+                            config.train.batch_size = args.paper_batch
+                        model = train_cached(image, config, minutes, cache)
                         real = load_image(image)
-                        r, fakes = score_samples(real, model, args.k)
+                        # The paper's 1000-step sampler costs minutes per sample on a CPU.
+                        kw = {"steps": args.paper_sample_steps} if preset == "paper" else {}
+                        r, fakes = score_samples(real, model, args.k, **kw)
                         r["steps"] = model.step
                         save_image(
                             make_grid([real, *resize(fakes, tuple(real.shape[-2:]))], nrow=4),
