@@ -332,7 +332,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     wide = model.sample(n=2, size=(h, 2 * w), seed=args.seed + 1)
     write_samples(same, out / "samples")
     write_samples(wide, out / "wide")
-    grid = make_grid([model.image, *same[:2], *wide], nrow=3)
+    # Top row: the training image and two samples of its size; below: the wide samples.
+    top = make_grid([model.image, *same[:2]], nrow=3)
+    grid = make_grid([top, make_grid(wide, nrow=1)], nrow=1, pad=0)
     save_image(grid, out / "grid.png")
     print(f"wrote {out}/samples (same size), {out}/wide (2x wide) and {out}/grid.png")
     return 0
