@@ -18,6 +18,7 @@ from sindiffusion.image import (
     pil_to_tensor,
     save_image,
     tensor_to_pil,
+    vstack,
 )
 
 RGB = natural_like(40, 60)
@@ -138,3 +139,9 @@ def test_size_and_scale_parsing():
     for bad in ["0x1", "x", "1x2x3"]:
         with pytest.raises(SinDiffusionError, match="scale"):
             parse_scale(bad)
+
+
+def test_vstack_keeps_each_rows_height():
+    out = vstack([torch.zeros(3, 10, 30), torch.zeros(3, 20, 12)], pad=2)
+    assert out.shape == (3, 32, 30)
+    assert out[:, 10:12].min() == 1 and out[:, 12:, 12:].min() == 1  # white gap and margin

@@ -321,7 +321,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .api import train
-    from .image import make_grid, save_image
+    from .image import make_grid, save_image, vstack
 
     out = Path(args.out)
     with resources.as_file(resources.files("sindiffusion") / "assets" / DEMO_IMAGE) as image:
@@ -334,7 +334,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     write_samples(wide, out / "wide")
     # Top row: the training image and two samples of its size; below: the wide samples.
     top = make_grid([model.image, *same[:2]], nrow=3)
-    grid = make_grid([top, make_grid(wide, nrow=1)], nrow=1, pad=0)
+    grid = vstack([top, make_grid(wide, nrow=1)], pad=0)
     save_image(grid, out / "grid.png")
     print(f"wrote {out}/samples (same size), {out}/wide (2x wide) and {out}/grid.png")
     return 0

@@ -179,6 +179,17 @@ def make_grid(
     return grid
 
 
+def vstack(images: Sequence[torch.Tensor], pad: int = 2) -> torch.Tensor:
+    """Stack (3, h, w) images of any sizes top to bottom, left-aligned, on white; each row
+    keeps its own height (unlike `make_grid`, whose cells share the tallest height)."""
+    width = max(t.shape[-1] for t in images)
+    rows = [torch.ones(3, t.shape[-2], width) for t in images]
+    for row, t in zip(rows, images, strict=True):
+        row[:, :, : t.shape[-1]] = t.detach().float().cpu()
+    gap = torch.ones(3, pad, width)
+    return torch.cat([r for row in rows for r in (row, gap)][:-1], dim=1)
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'WIDTHxHEIGHT' (as in ImageMagick) -> (height, width)."""
     parts = text.lower().split("x")
