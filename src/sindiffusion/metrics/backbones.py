@@ -289,12 +289,36 @@ def find_inception_weights(weights: str | os.PathLike | None = None) -> Path:
     for name in _INCEPTION_CACHE_NAMES:
         if (cache / name).is_file():
             return cache / name
+    if not os.environ.get("SINDIFFUSION_NO_DOWNLOAD"):
+        try:
+            return _download_inception(cache)
+        except Exception:  # no network, a proxy, an HTTP error: fall through to the advice
+            pass
     raise InceptionWeightsMissing(
-        "The inception backbone needs InceptionV3 weights: download torchvision's "
+        "The inception backbone needs InceptionV3 weights (fetching them failed): download torchvision's "
         "inception_v3_google-0cc3c7bd.pth (the weights SinGAN's SIFID uses) and pass it with "
         f"--inception-weights PATH, set ${INCEPTION_WEIGHTS_ENV}, or put it in {cache}; "
         "or use the offline default backbone, efficientnet."
     )
+
+
+INCEPTION_URL = "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth"
+
+
+def _download_inception(cache: Path) -> Path:
+    """Fetch torchvision's InceptionV3 weights into torch.hub's cache (checked against the hash
+    prefix in the file name), once; where there is no internet this fails within seconds."""
+    import socket
+
+    dst = cache / INCEPTION_URL.rsplit("/", 1)[1]
+    cache.mkdir(parents=True, exist_ok=True)
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)
+    try:
+        torch.hub.download_url_to_file(INCEPTION_URL, str(dst), hash_prefix="0cc3c7bd")
+    finally:
+        socket.setdefaulttimeout(old)
+    return dst
 
 
 def inception_stem(
