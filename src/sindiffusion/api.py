@@ -23,7 +23,7 @@ from .errors import SinDiffusionError
 from .image import MIN_SIDE, from_uint8, load_image, to_uint8
 from .samplers import clipped, get_sampler
 from .train import Trainer, bf16_fast, default_device
-from .unet import UNet
+from .unet import UNet, stride
 
 MAX_PIXELS_PER_BATCH = 1 << 20  # samples are drawn in chunks of about this many pixels
 
@@ -171,7 +171,6 @@ def train(
     cfg = config if config is not None else _preset(preset)
     if max_size is not None:
         cfg.train.max_size = max_size
-    stride = cfg.model.patch * 2 ** (len(cfg.model.channel_mults) - 1)
     resume_ckpt = None
     if resume:
         if out is None or not checkpoint_path(out).exists():
@@ -181,7 +180,7 @@ def train(
     elif isinstance(image, torch.Tensor):
         img = _check_tensor(image)
     else:
-        img = load_image(image, max_size=cfg.train.max_size, multiple=stride)
+        img = load_image(image, max_size=cfg.train.max_size, multiple=stride(cfg.model))
     trainer = Trainer(img, cfg, seed=seed, run_dir=out, device=device, resume=resume_ckpt)
     trainer.run(steps=steps, minutes=minutes, progress=progress, callback=callback)
     return SinDiffusion(trainer.checkpoint(), device=trainer.device)

@@ -123,6 +123,7 @@ def check_upload(
     from PIL import Image
 
     from .image import load_image
+    from .unet import stride
 
     if path is None:
         raise SinDiffusionError("upload an image first (PNG, JPEG, WebP, TIFF or BMP).")
@@ -147,9 +148,8 @@ def check_upload(
         raise SinDiffusionError(
             f"{path.name} has {pixels / 1e6:.0f} megapixels; upload at most {MAX_PIXELS // 10**6}."
         )
-    stride = 2 ** (len(config.model.channel_mults) - 1)
     try:
-        return load_image(path, max_size=config.train.max_size, multiple=stride)
+        return load_image(path, max_size=config.train.max_size, multiple=stride(config.model))
     except SinDiffusionError as e:  # the message names the cache path; the user knows the name
         raise SinDiffusionError(str(e).replace(str(path), path.name)) from None
 

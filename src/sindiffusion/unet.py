@@ -162,7 +162,12 @@ class UNet(nn.Module):
     @property
     def stride(self) -> int:
         """The total downsampling factor."""
-        return self.cfg.patch * 2 ** (len(self.cfg.channel_mults) - 1)
+        return stride(self.cfg)
+
+
+def stride(cfg: ModelConfig) -> int:
+    """The total downsampling factor of a UNet with this config (patch stem x levels)."""
+    return cfg.patch * 2 ** (len(cfg.channel_mults) - 1)
 
 
 def count_parameters(model: nn.Module) -> int:
