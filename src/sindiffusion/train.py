@@ -25,7 +25,7 @@ from .checkpoint import Checkpoint, save_checkpoint
 from .config import Config
 from .diffusion import Denoiser
 from .errors import TrainingDiverged
-from .image import MIN_SIDE, atomic_write, make_grid, resize, save_image
+from .image import MIN_SIDE, atomic_write, make_grid, pil_to_tensor, resize, save_image
 from .unet import UNet
 
 
@@ -359,6 +359,4 @@ def loss_curve(
         draw.line(pts, fill=(30, 90, 200), width=2)
         draw.text((m, 8), f"loss (log10, smoothed)  {10**hi:.3g} .. {10**lo:.3g}", fill="black")
         draw.text((m, h - m + 8), f"step {steps[0]} .. {steps[-1]}", fill="black")
-    from .image import pil_to_tensor
-
     return pil_to_tensor(img)
