@@ -385,3 +385,15 @@ def test_cli_errors_are_one_line(run, tmp_path, capsys, argv, message):
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and message in err, err
+
+def test_sample_many_takes_the_guidance_options(run, tmp_path, capsys):
+    runs = str(run.parent)  # the folder holding the run
+    fast = ["--n", "2", "--steps", "3", "--seed", "1"]
+    assert main(["sample-many", runs, "--out", str(tmp_path / "plain"), *fast]) == 0
+    guided = ["--class", "volcano", "--guidance", "0.3", "--cuts", "1"]
+    assert main(["sample-many", runs, "--out", str(tmp_path / "g"), *fast, *guided]) == 0
+    plain = np.asarray(Image.open(tmp_path / "plain" / run.name / "sample-000.png"), float)
+    steered = np.asarray(Image.open(tmp_path / "g" / run.name / "sample-000.png"), float)
+    assert np.abs(plain - steered).mean() > 1  # 8-bit levels: guidance reached every run
+    assert main(["sample-many", runs, "--out", str(tmp_path / "e"), "--guidance", "1"]) == 1
+    assert "needs a target" in capsys.readouterr().err

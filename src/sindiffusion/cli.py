@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: one sub-folder per run")
     p.add_argument("--shard", default="0/1", help="i/n: every n-th run from the i-th (default 0/1)")
     _add_sampling_args(p)
+    app_commands.add_guidance_args(p)
 
     p = sub.add_parser("ui", help="open the local web page (needs the [ui] extra: gradio)")
     p.add_argument(
@@ -392,6 +393,7 @@ def cmd_train_many(args: argparse.Namespace) -> int:
 
 
 def cmd_sample_many(args: argparse.Namespace) -> int:
+    from .apps.commands import guided_denoiser
     from .many import parse_shard, sample_many
 
     kwargs = _sample_kwargs(args)
@@ -401,6 +403,7 @@ def cmd_sample_many(args: argparse.Namespace) -> int:
         args.out,
         shard_spec=parse_shard(args.shard),
         device=args.device,
+        guide=lambda model: guided_denoiser(args, model),
         **kwargs,
     )
     print(f"wrote {args.n} samples for each of {len(folders)} runs to {args.out}")

@@ -301,10 +301,12 @@ def sample_many(
     shard_spec: tuple[int, int] = (0, 1),
     device: str | torch.device | None = None,
     log: Callable[[str], None] = print,
+    guide: Callable | None = None,
     **sample_kwargs,
 ) -> list[Path]:
     """Draw `n` samples from every run in `runs` into `out/<run-name>/sample-NNN.png` (and
     grid.png); `sample_kwargs` go to `SinDiffusion.sample` (size, scale, steps, sampler, seed).
+    guide: model -> a wrapped denoiser for that model (e.g. class guidance), or None.
     Returns the output folders."""
     from .api import load
     from .cli import write_samples
@@ -314,7 +316,8 @@ def sample_many(
     for k, run_dir in enumerate(todo, 1):
         model = load(run_dir, device=device)
         t0 = time.perf_counter()
-        images = model.sample(n=n, **sample_kwargs)
+        denoiser = guide(model) if guide is not None else None
+        images = model.sample(n=n, denoiser=denoiser, **sample_kwargs)
         dest = Path(out) / run_dir.name
         write_samples(images, dest)
         folders.append(dest)
