@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import SinDiffusionError
 
-DEFAULT_GUIDANCE = 0.5  # see guidance.GradientGuidance: the RMS change of x0_hat per step
+DEFAULT_GUIDANCE = 0.2  # see guidance.GradientGuidance: the RMS change of x0_hat per step
 
 
 def add_guidance_args(p: argparse.ArgumentParser) -> None:
@@ -23,7 +23,8 @@ def add_guidance_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--guidance",
         type=float,
-        help=f"guidance scale, RMS change of the clean-image estimate per step (default {DEFAULT_GUIDANCE})",
+        help=f"guidance scale: RMS change of the clean-image estimate per step; 0.03-0.3 is "
+        f"useful, 1 and more writes classifier noise (default {DEFAULT_GUIDANCE})",
     )
     g.add_argument(
         "--guidance-range",
