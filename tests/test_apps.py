@@ -335,6 +335,14 @@ def test_missing_clip_weights_say_how_to_provide_them(tmp_path, monkeypatch):
         load_clip()
 
 
+def test_uncached_hub_id_offline_says_how_to_provide_weights(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub is not asked: no minute of retries
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    with pytest.raises(SinDiffusionError, match="'nobody/no-such-clip' are not available"):
+        load_clip("nobody/no-such-clip")
+
+
 # --- the command line ---------------------------------------------------------------------------
 def test_every_app_subcommand_in_process(run, tmp_path, clip_dir):
     img = tmp_path / "in.png"

@@ -18,8 +18,10 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -281,7 +283,9 @@ def load_clip(name: str | os.PathLike | None = None, device: str | torch.device 
     is_path = local.exists() or name.startswith((".", "/", "~"))
     if is_path and not (local / "config.json").exists():
         raise SinDiffusionError(how)
-    tries = [True] if is_path else [True, False]  # a hub id: the cache first, then the network
+    # A hub id: the cache first, then the network, but only when the hub answers at once:
+    # offline, transformers would retry for about a minute before giving up.
+    tries = [True] if is_path or not _hub_reachable() else [True, False]
     for offline in tries:
         try:
             src = str(local) if is_path else name
@@ -291,3 +295,16 @@ def load_clip(name: str | os.PathLike | None = None, device: str | torch.device 
         except Exception:  # missing files, no network, a foreign folder: all mean "no weights"
             continue
     raise SinDiffusionError(how)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub ($HF_ENDPOINT, else huggingface.co) accepts a connection
+    within `timeout` seconds; False when HF_HUB_OFFLINE is set."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
