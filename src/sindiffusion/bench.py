@@ -26,7 +26,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -337,6 +337,11 @@ def build_methods(args: argparse.Namespace) -> list[Method]:
         methods.append(
             _sampled_method("zero-training", "zero-training", out, args.k, args.seed, zero)
         )
+        # Scores are kept until the closed-form denoiser's default knobs change.
+        from .zero import ZeroConfig
+
+        knobs = json.dumps(asdict(ZeroConfig()), sort_keys=True)
+        methods[-1].fingerprint = lambda stem: hashlib.sha1(knobs.encode()).hexdigest()[:12]
     for name, folder in _comparisons(args):
         methods.append(_folder_method(name, folder))
     return methods
