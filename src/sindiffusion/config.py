@@ -125,9 +125,10 @@ def preset(name: str = "fast") -> Config:
         )
     if name == "fast":
         # Tuned for 2 CPU cores and a few minutes (benchmarks/time_to_quality.py): a narrow
-        # full-resolution net with the paper's ~100 px receptive field; above sigma = 1 the
+        # full-resolution net with the paper's ~100 px receptive field; above sigma = 0.7 the
         # closed-form patch denoiser lays the image out, so the network trains only on the
         # lower noise levels, on random crops, where a few hundred steps already pay.
+        # Heun 12 steps (23 calls) beat DPM-Solver++ 20 steps on fidelity and diversity.
         return Config(
             preset="fast",
             model=ModelConfig(
@@ -137,10 +138,10 @@ def preset(name: str = "fast") -> Config:
                 parameterization="edm",
                 p_mean=-2.4,
                 p_std=1.0,
-                sampler="dpmpp_2m",
-                sample_steps=20,
+                sampler="heun",
+                sample_steps=12,
                 clip_denoised=True,
-                hybrid_sigma=1.0,
+                hybrid_sigma=0.7,
             ),
             train=TrainConfig(
                 steps=1500,  # about 5 minutes on 2 CPU cores
@@ -154,7 +155,7 @@ def preset(name: str = "fast") -> Config:
                 channels_last=True,
                 checkpoint_every=250,
                 preview_every=1000,
-                preview_steps=20,
+                preview_steps=12,
             ),
         )
     raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")

@@ -51,8 +51,8 @@ class ZeroConfig:
     vote_width: float | None = 0.12  # votes weighted by a Gaussian of this std (x patch_size)
     # around the patch centre, so disagreeing patch edges blur less; None = plain average
     levels: int = 5  # pyramid levels; 1 = full resolution only (no global coherence)
-    coarsest: int = 14  # short side in px of the reference at the coarsest level
-    handover: float = 0.3  # a level hands over to the next finer one when its own sigma
+    coarsest: int = 24  # short side in px of the reference at the coarsest level
+    handover: float = 0.5  # a level hands over to the next finer one when its own sigma
     # (sigma times its noise gain) falls below this
     temperature: float = 1.0  # softmax temperature T; > 1 blends more patches (diversity, blur)
     layout: float | None = 0.05  # std of a Gaussian prior on where a patch comes from, in image
@@ -140,8 +140,10 @@ class PatchDenoiser(nn.Module):
         h, w = image.shape[-2:]
         coarsest = min(1.0, max(cfg.coarsest, cfg.patch_size + 1) / min(h, w))
         n = cfg.levels
-        # Geometric factors from coarsest to 1 (finest last).
-        self.factors = [coarsest ** ((n - 1 - i) / (n - 1)) if n > 1 else 1.0 for i in range(n)]
+        # Geometric factors from coarsest to 1 (finest last); an image not much larger than
+        # `coarsest` gets fewer, distinct levels (equal levels would repeat noise levels).
+        factors = [coarsest ** ((n - 1 - i) / (n - 1)) if n > 1 else 1.0 for i in range(n)]
+        self.factors = sorted({round(f, 6) for f in factors})
         self.levels = [
             _Level(resize(image, _scaled((h, w), f)), f, cfg, image.device) for f in self.factors
         ]
@@ -163,8 +165,9 @@ class PatchDenoiser(nn.Module):
         """
         steps = max(1, int(steps))
         lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
-        bounds = [math.log(self.cfg.handover / lev.gain) for lev in self.levels[:-1]]
-        knots = torch.tensor([hi, *(b for b in bounds if lo < b < hi), lo], dtype=torch.float64)
+        bounds = {math.log(self.cfg.handover / lev.gain) for lev in self.levels[:-1]}
+        inner = sorted((b for b in bounds if lo < b < hi), reverse=True)
+        knots = torch.tensor([hi, *inner, lo], dtype=torch.float64)
         u = torch.linspace(0, 1, steps, dtype=torch.float64) * (len(knots) - 1)
         seg = u.floor().long().clamp(max=len(knots) - 2)
         log_sig = knots[seg] + (u - seg) * (knots[seg + 1] - knots[seg])
