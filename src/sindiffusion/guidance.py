@@ -285,8 +285,9 @@ def load_clip(name: str | os.PathLike | None = None, device: str | torch.device 
         raise SinDiffusionError(how)
     # A hub id: the cache first, then the network, but only when the hub answers at once:
     # offline, transformers would retry for about a minute before giving up.
-    tries = [True] if is_path or not _hub_reachable() else [True, False]
-    for offline in tries:
+    for offline in (True, False):
+        if not offline and (is_path or not _hub_reachable()):
+            break
         try:
             src = str(local) if is_path else name
             clip = CLIPModel.from_pretrained(src, local_files_only=offline)
