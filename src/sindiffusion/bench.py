@@ -340,8 +340,9 @@ def build_methods(args: argparse.Namespace) -> list[Method]:
         # Scores are kept until the closed-form denoiser's default knobs change.
         from .zero import ZeroConfig
 
-        knobs = json.dumps(asdict(ZeroConfig()), sort_keys=True)
-        methods[-1].fingerprint = lambda stem: hashlib.sha1(knobs.encode()).hexdigest()[:12]
+        knobs = json.dumps(asdict(ZeroConfig()), sort_keys=True).encode()
+        digest = hashlib.sha1(knobs).hexdigest()[:12]
+        methods[-1].fingerprint = lambda stem: digest
     for name, folder in _comparisons(args):
         methods.append(_folder_method(name, folder))
     return methods
