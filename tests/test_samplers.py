@@ -105,3 +105,11 @@ def test_hybrid_denoiser_routes_each_sample_by_its_noise_level():
     assert hyb.sigma_max == low.sigma_max and torch.equal(
         hyb.sampling_sigmas(5), low.sampling_sigmas(5)
     )
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("bad", [[1.0, 1.0, 0.0], [1.0, 2.0, 0.0], [1.0], [1.0, -0.5]])
+def test_samplers_refuse_noise_levels_that_do_not_decrease(name, bad):
+    x = torch.zeros(1, 3, 8, 8)
+    with pytest.raises(SinDiffusionError, match="decrease strictly"):
+        SAMPLERS[name](lambda x, s: x, x, torch.tensor(bad))

@@ -19,6 +19,7 @@ import argparse
 import copy
 import csv
 import hashlib
+import inspect
 import io
 import json
 import math
@@ -329,7 +330,7 @@ def build_methods(args: argparse.Namespace) -> list[Method]:
     methods = [_sampled_method(label, f"ours-{run_tag}", out, args.k, args.seed, ours)]
     methods[0].fingerprint = fingerprint
     if args.zero_training:
-        zero_training = _zero_training_entry()
+        from .zero import ZeroConfig, zero_training
 
         def zero(stem: str, path: Path, real: torch.Tensor):
             return zero_training(real, device=args.device), {"train_minutes": 0.0}
@@ -337,29 +338,15 @@ def build_methods(args: argparse.Namespace) -> list[Method]:
         methods.append(
             _sampled_method("zero-training", "zero-training", out, args.k, args.seed, zero)
         )
-        # Scores are kept until the closed-form denoiser's default knobs change.
-        from .zero import ZeroConfig
-
-        knobs = json.dumps(asdict(ZeroConfig()), sort_keys=True).encode()
+        # Scores are kept until the closed-form denoiser's default knobs or sampler change.
+        defaults = inspect.signature(zero_training).parameters
+        knobs = asdict(ZeroConfig()) | {k: defaults[k].default for k in ("sampler", "steps")}
+        knobs = json.dumps(knobs, sort_keys=True).encode()
         digest = hashlib.sha1(knobs).hexdigest()[:12]
         methods[-1].fingerprint = lambda stem: digest
     for name, folder in _comparisons(args):
         methods.append(_folder_method(name, folder))
     return methods
-
-
-def _zero_training_entry():
-    import sindiffusion
-
-    if hasattr(sindiffusion, "zero_training"):
-        return sindiffusion.zero_training
-    try:  # built but not yet exported from the package
-        from .zero import zero_training
-    except ImportError:
-        raise SinDiffusionError(
-            "this version of sindiffusion has no zero-training mode; drop --zero-training."
-        ) from None
-    return zero_training
 
 
 def _comparisons(args: argparse.Namespace) -> list[tuple[str, Path]]:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import torch
 
+from .errors import SinDiffusionError
+
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[dict], None] | None
 
@@ -22,6 +24,17 @@ Callback = Callable[[dict], None] | None
 def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     dev = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=dev).to(x.device)
+
+
+def _check(sigmas: torch.Tensor) -> None:
+    # Repeated levels would divide by zero (log-sigma steps, d = (x - x0) / sigma): NaN images.
+    ok = sigmas.dim() == 1 and len(sigmas) >= 2 and bool((sigmas[1:] < sigmas[:-1]).all())
+    if not ok or sigmas[-1] < 0:
+        levels = ", ".join(f"{float(v):.4g}" for v in sigmas.flatten()[:8])
+        raise SinDiffusionError(
+            f"the noise levels [{levels}] do not decrease strictly to a final level >= 0; "
+            "give at least two strictly decreasing sigmas."
+        )
 
 
 def _report(callback: Callback, i: int, x, sigma, sigma_next, denoised) -> None:
@@ -37,6 +50,7 @@ def sample_ddpm(denoiser: Denoise, x, sigmas, generator=None, callback: Callback
     variance-preserving space, with alpha-bar = 1 / (1 + sigma^2); with all T discrete
     levels this is exactly the paper's sampler.
     """
+    _check(sigmas)
     for i in range(len(sigmas) - 1):
         s, sn = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, s)
@@ -58,6 +72,7 @@ def sample_ddpm(denoiser: Denoise, x, sigmas, generator=None, callback: Callback
 def sample_ddim(denoiser: Denoise, x, sigmas, generator=None, callback: Callback = None):
     """DDIM (eta = 0), which in the sigma parameterisation is Euler's method on the
     probability-flow ODE dx/dsigma = (x - x0_hat) / sigma. Deterministic."""
+    _check(sigmas)
     for i in range(len(sigmas) - 1):
         s, sn = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, s)
@@ -70,6 +85,7 @@ def sample_ddim(denoiser: Denoise, x, sigmas, generator=None, callback: Callback
 def sample_heun(denoiser: Denoise, x, sigmas, generator=None, callback: Callback = None):
     """Heun's second-order method on the probability-flow ODE (Karras et al., Algorithm 1).
     Two network calls per step except the last. Deterministic."""
+    _check(sigmas)
     for i in range(len(sigmas) - 1):
         s, sn = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, s)
@@ -87,6 +103,7 @@ def sample_heun(denoiser: Denoise, x, sigmas, generator=None, callback: Callback
 def sample_dpmpp_2m(denoiser: Denoise, x, sigmas, generator=None, callback: Callback = None):
     """DPM-Solver++(2M) (Lu et al. 2022): a multistep second-order solver in log-sigma time that
     reuses the previous step's x0_hat, so it costs one network call per step. Deterministic."""
+    _check(sigmas)
     old_denoised = None
     for i in range(len(sigmas) - 1):
         s, sn = sigmas[i], sigmas[i + 1]
@@ -115,8 +132,6 @@ SAMPLERS: dict[str, Callable] = {
 
 def get_sampler(name: str) -> Callable:
     """The sampler function of that name (see `SAMPLERS`)."""
-    from .errors import SinDiffusionError
-
     if name not in SAMPLERS:
         raise SinDiffusionError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}.")
     return SAMPLERS[name]
