@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from .config import Config, preset
 from .diffusion import Denoiser, HybridDenoiser
 from .errors import SinDiffusionError
 from .image import MIN_SIDE, from_uint8, load_image, to_uint8
+from .layout import layout_mismatch
 from .samplers import clipped, get_sampler
 from .train import Trainer, bf16_fast, default_device
 from .unet import UNet, stride
@@ -96,6 +98,7 @@ class SinDiffusion:
         denoiser: Callable | None = None,
         callback: Callable[[dict], None] | None = None,
         progress: bool = False,
+        candidates: int | None = None,
     ) -> torch.Tensor:
         """Draw `n` new images; returns (n, 3, H, W) in [-1, 1] on the CPU.
 
@@ -103,7 +106,10 @@ class SinDiffusion:
         scale: (sy, sx) factors of the training size instead of `size`;
         steps, sampler: override the config's sampler (see `samplers.SAMPLERS`);
         seed or generator: the same seed with the same arguments gives the same images;
-        denoiser: a wrapped denoiser (e.g. guidance) to use instead of the model's own.
+        denoiser: a wrapped denoiser (e.g. guidance) to use instead of the model's own;
+        candidates: layouts drawn per image by a hybrid model's closed-form denoiser, of which
+        the one closest to the training image's coarse patches goes on (see `layout.py`;
+        default: the config's `layout_candidates`; ignored by network-only models).
         """
         h, w = self.output_size(size, scale)
         steps = steps or self.config.diffusion.sample_steps
@@ -114,23 +120,53 @@ class SinDiffusion:
         if self.config.diffusion.clip_denoised:
             den = clipped(den)
         sigmas = self.denoiser.sampling_sigmas(steps).to(self.device)
-        chunk = max(1, MAX_PIXELS_PER_BATCH // (h * w))
+        cands = self.config.diffusion.layout_candidates if candidates is None else candidates
+        if cands < 1:
+            raise SinDiffusionError(f"candidates must be at least 1, got {cands}.")
+        cut = self._layout_cut(sigmas) if cands > 1 else 0
+        chunk = max(1, MAX_PIXELS_PER_BATCH // (h * w * (cands if cut else 1)))
         out = []
         bar = tqdm(total=n * steps, disable=not progress, unit="step", desc="sampling")
         for start in range(0, n, chunk):
             m = min(chunk, n - start)
-            noise = torch.randn((m, 3, h, w), generator=generator, device=generator.device)
-            x = noise.to(self.device) * sigmas[0]
 
-            def step_cb(info, m=m):
+            def step_cb(info, m=m, offset=0):
                 bar.update(m)
                 if callback is not None:
-                    callback(info)
+                    callback({**info, "i": info["i"] + offset})
 
-            x = fn(den, x, sigmas, generator=generator, callback=step_cb)
+            if cut:
+                x = self._choose_layouts(
+                    fn, den, m, cands, (h, w), sigmas[:cut], generator, step_cb
+                )
+                x = fn(den, x, sigmas[cut - 1 :], generator=generator,
+                       callback=partial(step_cb, offset=cut - 1))  # fmt: skip
+            else:
+                noise = torch.randn((m, 3, h, w), generator=generator, device=generator.device)
+                x = fn(den, noise.to(self.device) * sigmas[0], sigmas, generator=generator,
+                       callback=step_cb)  # fmt: skip
             out.append(x.clamp(-1, 1).cpu())
         bar.close()
         return torch.cat(out)
+
+    def _layout_cut(self, sigmas: torch.Tensor) -> int:
+        """Number of leading noise levels above a hybrid model's switch (the closed-form
+        layout's share of the schedule), or 0 when there is no layout stage to choose from."""
+        if not isinstance(self.denoiser, HybridDenoiser):
+            return 0
+        cut = int((sigmas > self.denoiser.switch).sum())
+        return cut if 2 <= cut < len(sigmas) else 0
+
+    def _choose_layouts(self, fn, den, m, cands, size, high, generator, step_cb) -> torch.Tensor:
+        """Run `cands` layouts per image through the noise levels `high` (above the switch);
+        return the (m, 3, h, w) states at high[-1] whose clean estimates match the training
+        image's coarse patches best."""
+        noise = torch.randn((m * cands, 3, *size), generator=generator, device=generator.device)
+        x = fn(den, noise.to(self.device) * high[0], high, generator=generator,
+               callback=lambda info: step_cb(info, m=m))  # fmt: skip
+        scores = layout_mismatch(den(x, high[-1]), self.image).view(m, cands)
+        best = scores.argmin(1) + torch.arange(m, device=scores.device) * cands
+        return x[best]
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write this model as a run folder (or a .safetensors file path); returns the file."""

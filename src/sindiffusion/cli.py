@@ -46,6 +46,11 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=_positive_int, help="sampler steps (default: the preset's)")
     p.add_argument("--sampler", help="ddpm, ddim, heun or dpmpp_2m (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--candidates",
+        type=_positive_int,
+        help="layouts drawn per sample by a hybrid model, the best kept (default: the preset's)",
+    )
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
 
 
@@ -242,6 +247,7 @@ def _sample_kwargs(args: argparse.Namespace) -> dict:
         "steps": args.steps,
         "sampler": args.sampler,
         "seed": args.seed,
+        "candidates": args.candidates,
     }
 
 
