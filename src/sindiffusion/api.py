@@ -46,11 +46,11 @@ class SinDiffusion:
         unet = UNet(self.config.model)
         unet.load_state_dict(checkpoint.ema)
         unet.eval().requires_grad_(False).to(self.device)
-        bf16 = self.config.train.bf16 and bf16_fast(self.device)
-        if self.config.train.channels_last:
-            unet.to(memory_format=torch.channels_last)
-        self.denoiser = Denoiser(unet, self.config.diffusion, bf16=bf16).to(self.device)
-        self.denoiser.channels_last = self.config.train.channels_last
+        tc = self.config.train
+        bf16 = tc.bf16 and bf16_fast(self.device)
+        self.denoiser = Denoiser(
+            unet, self.config.diffusion, bf16=bf16, channels_last=tc.channels_last
+        ).to(self.device)
         if self.config.diffusion.hybrid_sigma > 0:
             from .zero import PatchDenoiser  # zero.py builds on this module
 

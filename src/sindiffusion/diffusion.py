@@ -47,12 +47,16 @@ def autocast(device: torch.device, enabled: bool):
 class Denoiser(nn.Module):
     """`denoiser(x, sigma) -> x0_hat`: x (N, 3, H, W), sigma (N,) or a float; output float32."""
 
-    def __init__(self, unet: UNet, cfg: DiffusionConfig, bf16: bool = False):
+    def __init__(
+        self, unet: UNet, cfg: DiffusionConfig, bf16: bool = False, channels_last: bool = False
+    ):
         super().__init__()
         self.unet = unet
         self.cfg = cfg
         self.bf16 = bf16  # run the UNet under bfloat16 autocast; preconditioning stays float32
-        self.channels_last = False
+        self.channels_last = channels_last  # weights and inputs in channels-last memory format
+        if channels_last:
+            unet.to(memory_format=torch.channels_last)
         if cfg.parameterization == "eps":
             self.register_buffer(
                 "sigmas", ddpm_sigmas(cfg.timesteps, cfg.beta_start, cfg.beta_end), persistent=False

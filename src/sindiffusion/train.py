@@ -99,10 +99,9 @@ class Trainer:
             torch.manual_seed(seed)
             self.unet = UNet(config.model).to(self.device)
         self.ema = copy.deepcopy(self.unet).requires_grad_(False)
-        if tc.channels_last:
-            self.unet.to(memory_format=torch.channels_last)
-        self.denoiser = Denoiser(self.unet, config.diffusion, bf16=self.bf16).to(self.device)
-        self.denoiser.channels_last = tc.channels_last
+        self.denoiser = Denoiser(
+            self.unet, config.diffusion, bf16=self.bf16, channels_last=tc.channels_last
+        ).to(self.device)
         self.optimizer = torch.optim.AdamW(
             self.unet.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99)
         )
