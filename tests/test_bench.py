@@ -3,15 +3,28 @@ on a temporary folder (no ../shared data): outputs, resumption from the score ca
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
+from pathlib import Path
 
 import pytest
-from conftest import natural_like
+import torch
+from conftest import natural_like, tiny_config
 from PIL import Image
 
-from sindiffusion.bench import format_table, list_images, main, mean_std, parse_images
+import sindiffusion
+from sindiffusion.bench import (
+    format_table,
+    list_images,
+    main,
+    mean_std,
+    parse_images,
+    run_fingerprint,
+    run_status,
+)
 from sindiffusion.errors import SinDiffusionError
+from sindiffusion.image import from_uint8
 
 
 def test_parse_images_ranges_and_lists():
@@ -98,3 +111,21 @@ def test_end_to_end_tiny_run_resumes_from_cache(tmp_path, capsys):
     assert (record.stat().st_mtime_ns, sample.stat().st_mtime_ns, record.read_text()) == before
     assert json.loads(record.read_text())["k"] == 2
     assert (out / "table.md").read_text() == table
+
+
+def test_cached_runs_take_new_sampling_settings_without_retraining(tmp_path):
+    cfg = tiny_config()
+    img = from_uint8(torch.from_numpy(natural_like(32, 32)).permute(2, 0, 1))
+    sindiffusion.train(
+        img, config=copy.deepcopy(cfg), out=tmp_path / "run", steps=2, progress=False
+    )
+    status, ckpt = run_status(Path(tmp_path / "run"), cfg, None, 2)
+    assert status == "finished"
+    sampling = copy.deepcopy(cfg)
+    sampling.diffusion.sampler, sampling.diffusion.layout_candidates = "heun", 3
+    status, patched = run_status(Path(tmp_path / "run"), sampling, None, 2)
+    assert status == "finished" and patched.config.to_dict() == sampling.to_dict()
+    assert run_fingerprint(patched) != run_fingerprint(ckpt)  # scores are redrawn
+    training = copy.deepcopy(cfg)
+    training.diffusion.p_mean = -2.0
+    assert run_status(Path(tmp_path / "run"), training, None, 2)[0] == "stale"

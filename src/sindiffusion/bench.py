@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw
 from .api import SinDiffusion, _preset, train
 from .checkpoint import Checkpoint, checkpoint_path, load_checkpoint
 from .cli import _positive_float, _positive_int
-from .config import Config
+from .config import Config, with_sampling
 from .errors import SinDiffusionError
 from .image import atomic_write, from_uint8, load_image, save_image, to_uint8
 
@@ -222,18 +222,21 @@ def run_status(
     run_dir: Path, config: Config, minutes: float | None, steps: int | None
 ) -> tuple[str, Checkpoint | None]:
     """The state of a cached run folder: "missing", "stale" (trained with another config),
-    "partial" (budget not spent: resume it) or "finished"; and its checkpoint, if any."""
+    "partial" (budget not spent: resume it) or "finished"; and its checkpoint, if any, with
+    `config`'s sampling settings (a run differing only in those is not retrained)."""
     if not checkpoint_path(run_dir).exists():
         return "missing", None
     ckpt = load_checkpoint(run_dir)
-    if ckpt.config.to_dict() != config.to_dict():
+    if with_sampling(ckpt.config, config).to_dict() != config.to_dict():
         return "stale", ckpt
+    ckpt.config = with_sampling(ckpt.config, config)
     done = ckpt.step >= steps if steps is not None else ckpt.elapsed >= minutes * 60
     return ("finished" if done else "partial"), ckpt
 
 
 def run_fingerprint(ckpt: Checkpoint) -> str:
-    """Which trained model a score came from: config hash, steps, training seconds."""
+    """Which trained model and sampling settings a score came from: config hash (sampling
+    settings included), steps, training seconds."""
     digest = hashlib.sha1(ckpt.config.to_json().encode()).hexdigest()[:12]
     return f"{digest}-{ckpt.step}-{ckpt.elapsed:.3f}"
 
