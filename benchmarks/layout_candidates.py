@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 import sindiffusion
 from sindiffusion.image import atomic_write, tensor_to_pil
-from sindiffusion.layout import layout_mismatch
+from sindiffusion.layout import layout_cut, layout_mismatch
 from sindiffusion.metrics.diversity import pixel_diversity
 from sindiffusion.metrics.sifid import sifid
 from sindiffusion.samplers import clipped, get_sampler
@@ -33,7 +33,9 @@ def candidate_row(model, n: int, seed: int):
     den = clipped(model.denoiser) if model.config.diffusion.clip_denoised else model.denoiser
     fn = get_sampler(model.config.diffusion.sampler)
     sigmas = model.denoiser.sampling_sigmas(model.config.diffusion.sample_steps)
-    cut = int((sigmas > model.denoiser.switch).sum())
+    cut = layout_cut(model.denoiser, sigmas)
+    if cut == 0:
+        raise SystemExit("not a hybrid model with levels above its switch (hybrid_sigma > 0).")
     g = torch.Generator().manual_seed(seed)
     x = torch.randn((n, 3, *model.size), generator=g) * sigmas[0]
     x = fn(den, x, sigmas[:cut], generator=g)
@@ -74,14 +76,14 @@ def main() -> None:
     p.add_argument("--out", default="bench-out/layout", help="output folder")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     args = p.parse_args()
+    if args.rows < 2:
+        p.error("--rows must be at least 2: pixel diversity compares samples")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     table = []
     for run in args.runs:
         model = sindiffusion.load(run, device="cpu")
-        if not hasattr(model.denoiser, "switch"):
-            raise SystemExit(f"{run}: not a hybrid model (its config has hybrid_sigma 0).")
         rows = [candidate_row(model, args.candidates, args.seed + r) for r in range(args.rows)]
         # The first candidate of each row is what plain sampling (1 candidate) would give.
         first = torch.stack([f[0] for _, _, f in rows])

@@ -22,7 +22,7 @@ from .config import Config, preset
 from .diffusion import Denoiser, HybridDenoiser
 from .errors import SinDiffusionError
 from .image import MIN_SIDE, from_uint8, load_image, to_uint8
-from .layout import layout_mismatch
+from .layout import layout_cut, layout_mismatch
 from .samplers import clipped, get_sampler
 from .train import Trainer, bf16_fast, default_device
 from .unet import UNet, stride
@@ -123,7 +123,7 @@ class SinDiffusion:
         cands = self.config.diffusion.layout_candidates if candidates is None else candidates
         if cands < 1:
             raise SinDiffusionError(f"candidates must be at least 1, got {cands}.")
-        cut = self._layout_cut(sigmas) if cands > 1 else 0
+        cut = layout_cut(self.denoiser, sigmas) if cands > 1 else 0
         chunk = max(1, MAX_PIXELS_PER_BATCH // (h * w * (cands if cut else 1)))
         out = []
         bar = tqdm(total=n * steps, disable=not progress, unit="step", desc="sampling")
@@ -148,14 +148,6 @@ class SinDiffusion:
             out.append(x.clamp(-1, 1).cpu())
         bar.close()
         return torch.cat(out)
-
-    def _layout_cut(self, sigmas: torch.Tensor) -> int:
-        """Number of leading noise levels above a hybrid model's switch (the closed-form
-        layout's share of the schedule), or 0 when there is no layout stage to choose from."""
-        if not isinstance(self.denoiser, HybridDenoiser):
-            return 0
-        cut = int((sigmas > self.denoiser.switch).sum())
-        return cut if 2 <= cut < len(sigmas) else 0
 
     def _choose_layouts(self, fn, den, m, cands, size, high, generator, step_cb) -> torch.Tensor:
         """Run `cands` layouts per image through the noise levels `high` (above the switch);

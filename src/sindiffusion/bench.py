@@ -227,9 +227,10 @@ def run_status(
     if not checkpoint_path(run_dir).exists():
         return "missing", None
     ckpt = load_checkpoint(run_dir)
-    if with_sampling(ckpt.config, config).to_dict() != config.to_dict():
+    adopted = with_sampling(ckpt.config, config)
+    if adopted.to_dict() != config.to_dict():
         return "stale", ckpt
-    ckpt.config = with_sampling(ckpt.config, config)
+    ckpt.config = adopted
     done = ckpt.step >= steps if steps is not None else ckpt.elapsed >= minutes * 60
     return ("finished" if done else "partial"), ckpt
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .diffusion import HybridDenoiser
+
 SCALE = 0.25  # layouts are compared at a quarter of their size: coarse content, not detail
 PATCH = 5  # side of the compared patches, in pixels of the quarter-size images
 CHUNK = 4096  # candidate patches per distance block (bounds memory at CHUNK x image patches)
@@ -25,6 +27,16 @@ def _coarse_patches(x: torch.Tensor) -> torch.Tensor:
     size = (max(PATCH, round(h * SCALE)), max(PATCH, round(w * SCALE)))
     small = F.interpolate(x.float(), size=size, mode="area")
     return F.unfold(small, PATCH).transpose(1, 2)
+
+
+def layout_cut(denoiser, sigmas: torch.Tensor) -> int:
+    """Number of leading noise levels of `sigmas` above a hybrid denoiser's switch (the
+    closed-form layout's share of the schedule), or 0 when there is no layout stage to choose
+    from: not a hybrid, or no level on one side of the switch."""
+    if not isinstance(denoiser, HybridDenoiser):
+        return 0
+    cut = int((sigmas > denoiser.switch).sum())
+    return cut if 2 <= cut < len(sigmas) else 0
 
 
 @torch.no_grad()
