@@ -1,14 +1,16 @@
 """Layout candidates: what `sample --candidates N` chooses among, as a picture and a number.
 
 For each trained run (a hybrid model, e.g. the `fast` preset): draw `--rows` times N closed-form
-layouts down to the switch, score each with `layout_mismatch` (bidirectional distance of
-coarse patches to the training image), finish every candidate with the network, and compare
-the chosen samples with the first candidates (what 1 candidate gives) on SIFID-E and pixel
-diversity. Writes a picture (per row: the training image,
-the N layouts with their scores, the N finished samples; the chosen one framed in red) and a
-table (printed and as table.md) into --out.
+layouts, score each with `layout_mismatch` (bidirectional distance of coarse patches to the
+training image), finish every candidate with the network, and compare the chosen samples with
+the first candidates (what 1 candidate gives) on SIFID-E and pixel diversity. The layouts are
+whole closed-form images noised afresh to `--renoise` for the network (the run's
+`layout_renoise` by default), or with `--renoise 0` the clean estimates at the switch where
+the network takes over mid-path. Writes a picture (per row: the training image, the N layouts
+with their scores, the N finished samples; the chosen one framed in red) and a table (printed
+and as table.md) into --out.
 
-    python benchmarks/layout_candidates.py bench-out/cache/fast-5min/{2,3,6} --rows 4
+    python benchmarks/layout_candidates.py bench-out/cache/fast-1500steps/{2,3,6} --rows 4
 """
 
 from __future__ import annotations
@@ -27,16 +29,21 @@ from sindiffusion.metrics.sifid import sifid
 from sindiffusion.samplers import clipped, get_sampler
 
 
-def candidate_row(model, n: int, seed: int):
-    """n layouts (n, 3, h, w) at the switch, their mismatch scores (n,) and the finished
-    samples (n, 3, h, w) each of them becomes, all from one seeded generator."""
+def candidate_row(model, n: int, seed: int, renoise: float):
+    """n layouts (n, 3, h, w), their mismatch scores (n,) and the finished samples (n, 3, h, w)
+    each of them becomes, all from one seeded generator."""
     den = clipped(model.denoiser) if model.config.diffusion.clip_denoised else model.denoiser
     fn = get_sampler(model.config.diffusion.sampler)
     sigmas = model.denoiser.sampling_sigmas(model.config.diffusion.sample_steps)
+    g = torch.Generator().manual_seed(seed)
+    plan = model._renoise_plan(sigmas, renoise)
+    if plan is not None:
+        layouts = model.draw_layouts(den, n, model.size, plan[0], g)
+        finals = model.finish_layouts(fn, den, layouts, plan[1], g).clamp(-1, 1)
+        return layouts, layout_mismatch(layouts, model.image), finals
     cut = layout_cut(model.denoiser, sigmas)
     if cut == 0:
         raise SystemExit("not a hybrid model with levels above its switch (hybrid_sigma > 0).")
-    g = torch.Generator().manual_seed(seed)
     x = torch.randn((n, 3, *model.size), generator=g) * sigmas[0]
     x = fn(den, x, sigmas[:cut], generator=g)
     layouts = den(x, sigmas[cut - 1])
@@ -72,6 +79,12 @@ def main() -> None:
     p.add_argument("runs", nargs="+", help="run folders of hybrid models (e.g. the fast preset)")
     p.add_argument("--candidates", type=int, default=4, help="layouts per sample (default 4)")
     p.add_argument("--rows", type=int, default=4, help="samples per run (default 4)")
+    p.add_argument(
+        "--renoise",
+        type=float,
+        help="sigma the closed-form layouts are noised to for the network; 0 = hand over "
+        "mid-path at the switch (default: each run's layout_renoise)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench-out/layout", help="output folder")
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -84,7 +97,10 @@ def main() -> None:
     table = []
     for run in args.runs:
         model = sindiffusion.load(run, device="cpu")
-        rows = [candidate_row(model, args.candidates, args.seed + r) for r in range(args.rows)]
+        renoise = model.config.diffusion.layout_renoise if args.renoise is None else args.renoise
+        rows = [
+            candidate_row(model, args.candidates, args.seed + r, renoise) for r in range(args.rows)
+        ]
         # The first candidate of each row is what plain sampling (1 candidate) would give.
         first = torch.stack([f[0] for _, _, f in rows])
         chosen = torch.stack([f[int(s.argmin())] for _, s, f in rows])

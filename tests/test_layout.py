@@ -81,3 +81,63 @@ def test_cli_candidates_flag_matches_the_api(hybrid_model, tmp_path):
     want = to_uint8(hybrid_model.sample(n=1, seed=2, candidates=3))[0].permute(1, 2, 0).numpy()
     assert np.array_equal(three, want)
     assert not np.array_equal(three, np.asarray(Image.open(tmp_path / "one" / "sample-000.png")))
+
+
+def test_hybrid_only_routes_every_call_to_one_part(hybrid_model):
+    hyb = hybrid_model.denoiser
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    high, low = hyb.high(x, 0.1), hyb.low(x, 5.0)
+    assert not torch.equal(hyb(x, 0.1), high)  # below the switch: the network
+    with hyb.only("high"):
+        assert torch.equal(hyb(x, 0.1), high)
+    with hyb.only("low"):
+        assert torch.equal(hyb(x, 5.0), low)
+    assert hyb.forced is None and torch.equal(hyb(x, 5.0), hyb.high(x, 5.0))
+    with pytest.raises(ValueError, match="'high' or 'low'"), hyb.only("middle"):
+        pass
+
+
+def test_renoised_layouts_are_seeded_and_report_every_step(hybrid_model):
+    cfg = hybrid_model.config.diffusion
+    cfg.layout_steps = 5
+    midpath = hybrid_model.sample(n=2, seed=3, candidates=2)
+    calls = []
+    a = hybrid_model.sample(n=2, seed=3, candidates=2, renoise=1.0, callback=calls.append)
+    b = hybrid_model.sample(n=2, seed=3, candidates=2, renoise=1.0)
+    one = hybrid_model.sample(n=2, seed=3, candidates=1, renoise=1.0)
+    assert a.shape == (2, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, midpath) and not torch.equal(a, one)
+    # 5 closed-form steps, then the network from sigma 1: as many levels as the 6-step schedule
+    # has below 1, the first of them at 1 exactly.
+    below = int((hybrid_model.denoiser.sampling_sigmas(6)[:-1] < 1.0).sum())
+    assert [c["i"] for c in calls] == list(range(5 + below))
+    assert float(calls[5]["sigma"]) == pytest.approx(1.0)
+    assert all(float(c["sigma"]) <= 1.0 for c in calls[5:])
+    cfg.layout_renoise = 1.0  # the config's setting is the default of sample()
+    assert torch.equal(hybrid_model.sample(n=2, seed=3, candidates=2), a)
+    assert torch.equal(hybrid_model.sample(n=2, seed=3, candidates=2, renoise=0), midpath)
+
+
+def test_renoise_must_not_be_negative_and_is_ignored_without_a_hybrid(hybrid_model):
+    with pytest.raises(SinDiffusionError, match="positive sigma"):
+        hybrid_model.sample(renoise=-1)
+    zero = sindiffusion.zero_training(_image(), steps=4)
+    assert torch.equal(zero.sample(n=1, seed=0, renoise=1.0), zero.sample(n=1, seed=0))
+
+
+def test_cli_renoise_flag_matches_the_api(hybrid_model, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from sindiffusion.cli import main
+    from sindiffusion.image import to_uint8
+
+    hybrid_model.save(tmp_path / "run")
+    args = ["sample", str(tmp_path / "run"), "--n", "1", "--seed", "2", "--out", str(tmp_path)]
+    assert main([*args, "--renoise", "0.5"]) == 0
+    got = np.asarray(Image.open(tmp_path / "sample-000.png"))
+    want = to_uint8(hybrid_model.sample(n=1, seed=2, renoise=0.5))[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(got, want)
+    capsys.readouterr()
+    assert main([*args, "--renoise", "-0.5"]) == 2
+    assert "must be 0 or more" in capsys.readouterr().err

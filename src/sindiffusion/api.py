@@ -19,11 +19,11 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Checkpoint, checkpoint_path, load_checkpoint, save_checkpoint
 from .config import Config, preset
-from .diffusion import Denoiser, HybridDenoiser
+from .diffusion import Denoiser, HybridDenoiser, karras_sigmas
 from .errors import SinDiffusionError
 from .image import MIN_SIDE, from_uint8, load_image, to_uint8
 from .layout import layout_cut, layout_mismatch
-from .samplers import clipped, get_sampler
+from .samplers import clipped, get_sampler, sample_dpmpp_2m
 from .train import Trainer, bf16_fast, default_device
 from .unet import UNet, stride
 
@@ -99,6 +99,7 @@ class SinDiffusion:
         callback: Callable[[dict], None] | None = None,
         progress: bool = False,
         candidates: int | None = None,
+        renoise: float | None = None,
     ) -> torch.Tensor:
         """Draw `n` new images; returns (n, 3, H, W) in [-1, 1] on the CPU.
 
@@ -109,7 +110,10 @@ class SinDiffusion:
         denoiser: a wrapped denoiser (e.g. guidance) to use instead of the model's own;
         candidates: layouts drawn per image by a hybrid model's closed-form denoiser, of which
         the one closest to the training image's coarse patches goes on (see `layout.py`;
-        default: the config's `layout_candidates`; ignored by network-only models).
+        default: the config's `layout_candidates`; ignored by network-only models);
+        renoise: a hybrid model's layout is a whole closed-form image, noised afresh to this
+        sigma and finished by the network; 0 hands over mid-path at `hybrid_sigma` instead
+        (default: the config's `layout_renoise`).
         """
         h, w = self.output_size(size, scale)
         steps = steps or self.config.diffusion.sample_steps
@@ -123,10 +127,16 @@ class SinDiffusion:
         cands = self.config.diffusion.layout_candidates if candidates is None else candidates
         if cands < 1:
             raise SinDiffusionError(f"candidates must be at least 1, got {cands}.")
-        cut = layout_cut(self.denoiser, sigmas) if cands > 1 else 0
-        chunk = max(1, MAX_PIXELS_PER_BATCH // (h * w * (cands if cut else 1)))
+        level = self.config.diffusion.layout_renoise if renoise is None else renoise
+        if level < 0:
+            raise SinDiffusionError(f"renoise must be 0 (off) or a positive sigma, got {level}.")
+        plan = self._renoise_plan(sigmas, level)
+        cut = layout_cut(self.denoiser, sigmas) if cands > 1 and plan is None else 0
+        searched = cands if cut or plan is not None else 1
+        chunk = max(1, MAX_PIXELS_PER_BATCH // (h * w * searched))
+        total = steps if plan is None else len(plan[0]) + len(plan[1]) - 2
         out = []
-        bar = tqdm(total=n * steps, disable=not progress, unit="step", desc="sampling")
+        bar = tqdm(total=n * total, disable=not progress, unit="step", desc="sampling")
         for start in range(0, n, chunk):
             m = min(chunk, n - start)
 
@@ -135,7 +145,9 @@ class SinDiffusion:
                 if callback is not None:
                     callback({**info, "i": info["i"] + offset})
 
-            if cut:
+            if plan is not None:
+                x = self._sample_renoised(fn, den, m, cands, (h, w), plan, generator, step_cb)
+            elif cut:
                 x = self._choose_layouts(
                     fn, den, m, cands, (h, w), sigmas[:cut], generator, step_cb
                 )
@@ -148,6 +160,48 @@ class SinDiffusion:
             out.append(x.clamp(-1, 1).cpu())
         bar.close()
         return torch.cat(out)
+
+    def _renoise_plan(
+        self, sigmas: torch.Tensor, level: float
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The two schedules of a layout renoised to `level`, or None (level 0, or not a
+        hybrid): the closed-form sampler's `layout_steps` levels, and the network's: as many
+        levels as the `sigmas` schedule has below `level`, respaced to start there."""
+        if level <= 0 or not isinstance(self.denoiser, HybridDenoiser):
+            return None
+        high = self.denoiser.high.sampling_sigmas(self.config.diffusion.layout_steps)
+        below = max(1, int((sigmas[:-1] < level).sum()))
+        low = karras_sigmas(below, self.denoiser.sigma_min, level)
+        return high.to(self.device), low.to(self.device)
+
+    def _sample_renoised(self, fn, den, m, cands, size, plan, generator, step_cb) -> torch.Tensor:
+        """Draw `cands` whole closed-form images per sample, keep the one closest to the
+        training image's coarse patches, and finish it with the network (`plan` from
+        `_renoise_plan`)."""
+        high, low = plan
+        x = self.draw_layouts(den, m * cands, size, high, generator,
+                              callback=lambda info: step_cb(info, m=m))  # fmt: skip
+        if cands > 1:
+            scores = layout_mismatch(x, self.image).view(m, cands)
+            x = x[scores.argmin(1) + torch.arange(m, device=scores.device) * cands]
+        return self.finish_layouts(fn, den, x, low, generator,
+                                   callback=partial(step_cb, offset=len(high) - 1))  # fmt: skip
+
+    def draw_layouts(self, den, n, size, sigmas, generator, callback=None) -> torch.Tensor:
+        """n whole images (n, 3, h, w) from the hybrid's closed-form part alone (DPM-Solver++
+        2M over `sigmas`), seen through `den` (the hybrid or a wrapper of it)."""
+        noise = torch.randn((n, 3, *size), generator=generator, device=generator.device)
+        with self.denoiser.only("high"):
+            x = noise.to(self.device) * sigmas[0]
+            return sample_dpmpp_2m(den, x, sigmas, generator=generator, callback=callback)
+
+    def finish_layouts(self, fn, den, x, sigmas, generator, callback=None) -> torch.Tensor:
+        """Noise the clean layouts x (n, 3, h, w) afresh to sigmas[0] and denoise them with the
+        hybrid's network alone (sampler `fn`), seen through `den`."""
+        noise = torch.randn(x.shape, generator=generator, device=generator.device)
+        with self.denoiser.only("low"):
+            x = x + sigmas[0] * noise.to(self.device)
+            return fn(den, x, sigmas, generator=generator, callback=callback)
 
     def _choose_layouts(self, fn, den, m, cands, size, high, generator, step_cb) -> torch.Tensor:
         """Run `cands` layouts per image through the noise levels `high` (above the switch);

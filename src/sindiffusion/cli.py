@@ -29,13 +29,24 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str) -> float:
     try:
-        v = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _positive_float(text: str) -> float:
+    v = _number(text)
     if not v > 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return v
+
+
+def _nonnegative_float(text: str) -> float:
+    v = _number(text)
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return v
 
 
@@ -50,6 +61,13 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         "--candidates",
         type=_positive_int,
         help="layouts drawn per sample by a hybrid model, the best kept (default: the preset's)",
+    )
+    p.add_argument(
+        "--renoise",
+        type=_nonnegative_float,
+        metavar="SIGMA",
+        help="hybrid models: noise each closed-form layout afresh to SIGMA and finish it with "
+        "the network; 0 hands over mid-path instead (default: the preset's)",
     )
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
 
@@ -248,6 +266,7 @@ def _sample_kwargs(args: argparse.Namespace) -> dict:
         "sampler": args.sampler,
         "seed": args.seed,
         "candidates": args.candidates,
+        "renoise": args.renoise,
     }
 
 

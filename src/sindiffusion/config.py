@@ -47,10 +47,23 @@ class DiffusionConfig:
     # denoiser of the training image (zero-training mode) for the layout; 0 = network only
     layout_candidates: int = 1  # hybrid only: layouts drawn per sample above hybrid_sigma;
     # the one closest to the training image's coarse patches goes on (see layout.py)
+    layout_renoise: float = 0.0  # hybrid only: > 0 draws each layout as a whole closed-form
+    # image (zero-training mode's sampler), noises it afresh to this sigma and lets the network
+    # finish from there (SDEdit); 0 = the network takes over mid-path at hybrid_sigma
+    layout_steps: int = 20  # steps of the closed-form sampler (DPM-Solver++ 2M) of a
+    # renoised layout
 
 
 # DiffusionConfig fields read only when sampling: changing them needs no retraining.
-SAMPLING_FIELDS = ("sampler", "sample_steps", "clip_denoised", "hybrid_sigma", "layout_candidates")
+SAMPLING_FIELDS = (
+    "sampler",
+    "sample_steps",
+    "clip_denoised",
+    "hybrid_sigma",
+    "layout_candidates",
+    "layout_renoise",
+    "layout_steps",
+)
 
 
 @dataclass

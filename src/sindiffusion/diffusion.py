@@ -13,7 +13,8 @@ Everything works in the sigma parameterisation of Karras et al. (EDM): a noisy i
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn as nn
@@ -151,11 +152,25 @@ class HybridDenoiser(nn.Module):
     """Hand the high noise levels to another denoiser: `high(x, sigma)` for sigma > `switch`,
     `low(x, sigma)` below. Used to let the closed-form patch denoiser lay out the image (a
     patch-level network learns the high-noise regime last) while the network draws the detail.
-    Noise-level schedule and range come from `low`."""
+    Noise-level schedule and range come from `low`. Inside `only("high")` or `only("low")`
+    every call goes to that part whatever the sigma (the two stages of a renoised layout, see
+    `SinDiffusion.sample`)."""
 
     def __init__(self, low: Denoiser, high: nn.Module, switch: float):
         super().__init__()
         self.low, self.high, self.switch = low, high, switch
+        self.forced: str | None = None  # "high" or "low" inside `only`
+
+    @contextmanager
+    def only(self, part: str) -> Iterator[None]:
+        """Route every call to `part` ("high" or "low") inside this block."""
+        if part not in ("high", "low"):
+            raise ValueError(f"part must be 'high' or 'low', not {part!r}")
+        before, self.forced = self.forced, part
+        try:
+            yield
+        finally:
+            self.forced = before
 
     @property
     def sigma_min(self) -> float:
@@ -171,6 +186,8 @@ class HybridDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
         sigma = sigma.expand(x.shape[0])
+        if self.forced is not None:
+            return (self.high if self.forced == "high" else self.low)(x, sigma)
         high = sigma > self.switch
         if bool(high.all()):
             return self.high(x, sigma)
