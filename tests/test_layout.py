@@ -141,3 +141,14 @@ def test_cli_renoise_flag_matches_the_api(hybrid_model, tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, "--renoise", "-0.5"]) == 2
     assert "must be 0 or more" in capsys.readouterr().err
+
+
+def test_layout_prior_reaches_the_closed_form_denoiser(hybrid_model):
+    from sindiffusion.api import SinDiffusion
+
+    ckpt = hybrid_model._checkpoint
+    assert hybrid_model.denoiser.high.cfg.layout == ckpt.config.diffusion.layout_prior == 0.05
+    ckpt.config.diffusion.layout_prior = 0.03
+    assert SinDiffusion(ckpt).denoiser.high.cfg.layout == 0.03
+    ckpt.config.diffusion.layout_prior = 0
+    assert SinDiffusion(ckpt).denoiser.high.cfg.layout is None  # 0 turns the prior off

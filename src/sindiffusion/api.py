@@ -51,13 +51,12 @@ class SinDiffusion:
         self.denoiser = Denoiser(
             unet, self.config.diffusion, bf16=bf16, channels_last=tc.channels_last
         ).to(self.device)
-        if self.config.diffusion.hybrid_sigma > 0:
+        dc = self.config.diffusion
+        if dc.hybrid_sigma > 0:
             from .zero import PatchDenoiser  # zero.py builds on this module
 
-            layout = PatchDenoiser(self.image.to(self.device))
-            self.denoiser = HybridDenoiser(
-                self.denoiser, layout, self.config.diffusion.hybrid_sigma
-            )
+            layout = PatchDenoiser(self.image.to(self.device), layout=dc.layout_prior or None)
+            self.denoiser = HybridDenoiser(self.denoiser, layout, dc.hybrid_sigma)
 
     @classmethod
     def from_checkpoint(
