@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import sindiffusion
+from sindiffusion.checkpoint import load_checkpoint
 from sindiffusion.image import atomic_write, tensor_to_pil
 from sindiffusion.layout import layout_cut, layout_mismatch
 from sindiffusion.metrics.diversity import pixel_diversity
@@ -85,6 +86,11 @@ def main() -> None:
         help="sigma the closed-form layouts are noised to for the network; 0 = hand over "
         "mid-path at the switch (default: each run's layout_renoise)",
     )
+    p.add_argument(
+        "--layout-prior",
+        type=float,
+        help="the closed-form denoiser's position prior (default: each run's layout_prior)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench-out/layout", help="output folder")
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -96,7 +102,10 @@ def main() -> None:
     out = Path(args.out)
     table = []
     for run in args.runs:
-        model = sindiffusion.load(run, device="cpu")
+        ckpt = load_checkpoint(run)
+        if args.layout_prior is not None:
+            ckpt.config.diffusion.layout_prior = args.layout_prior
+        model = sindiffusion.SinDiffusion(ckpt, device="cpu")
         renoise = model.config.diffusion.layout_renoise if args.renoise is None else args.renoise
         rows = [
             candidate_row(model, args.candidates, args.seed + r, renoise) for r in range(args.rows)
