@@ -181,12 +181,19 @@ class SinDiffusion:
         x = self.draw_layouts(den, m * cands, size, high, generator,
                               callback=lambda info: step_cb(info, m=m))  # fmt: skip
         if cands > 1:
-            scores = layout_mismatch(x, self.image).view(m, cands)
-            x = x[scores.argmin(1) + torch.arange(m, device=scores.device) * cands]
+            x = self._closest(x, x, cands)
         return self.finish_layouts(fn, den, x, low, generator,
                                    callback=partial(step_cb, offset=len(high) - 1))  # fmt: skip
 
-    def draw_layouts(self, den, n, size, sigmas, generator, callback=None) -> torch.Tensor:
+    def draw_layouts(
+        self,
+        den: Callable,
+        n: int,
+        size: tuple[int, int],
+        sigmas: torch.Tensor,
+        generator: torch.Generator,
+        callback: Callable[[dict], None] | None = None,
+    ) -> torch.Tensor:
         """n whole images (n, 3, h, w) from the hybrid's closed-form part alone (DPM-Solver++
         2M over `sigmas`), seen through `den` (the hybrid or a wrapper of it)."""
         noise = torch.randn((n, 3, *size), generator=generator, device=generator.device)
@@ -194,7 +201,15 @@ class SinDiffusion:
             x = noise.to(self.device) * sigmas[0]
             return sample_dpmpp_2m(den, x, sigmas, generator=generator, callback=callback)
 
-    def finish_layouts(self, fn, den, x, sigmas, generator, callback=None) -> torch.Tensor:
+    def finish_layouts(
+        self,
+        fn: Callable,
+        den: Callable,
+        x: torch.Tensor,
+        sigmas: torch.Tensor,
+        generator: torch.Generator,
+        callback: Callable[[dict], None] | None = None,
+    ) -> torch.Tensor:
         """Noise the clean layouts x (n, 3, h, w) afresh to sigmas[0] and denoise them with the
         hybrid's network alone (sampler `fn`), seen through `den`."""
         noise = torch.randn(x.shape, generator=generator, device=generator.device)
@@ -209,9 +224,13 @@ class SinDiffusion:
         noise = torch.randn((m * cands, 3, *size), generator=generator, device=generator.device)
         x = fn(den, noise.to(self.device) * high[0], high, generator=generator,
                callback=lambda info: step_cb(info, m=m))  # fmt: skip
-        scores = layout_mismatch(den(x, high[-1]), self.image).view(m, cands)
-        best = scores.argmin(1) + torch.arange(m, device=scores.device) * cands
-        return x[best]
+        return self._closest(x, den(x, high[-1]), cands)
+
+    def _closest(self, x: torch.Tensor, clean: torch.Tensor, cands: int) -> torch.Tensor:
+        """Of each run of `cands` rows of x (m * cands, ...), the row whose clean image in
+        `clean` (m * cands, 3, h, w) matches the training image's coarse patches best."""
+        scores = layout_mismatch(clean, self.image).view(-1, cands)
+        return x[scores.argmin(1) + torch.arange(len(scores), device=scores.device) * cands]
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write this model as a run folder (or a .safetensors file path); returns the file."""
