@@ -86,6 +86,7 @@ def test_cli_candidates_flag_matches_the_api(hybrid_model, tmp_path):
 def test_hybrid_only_routes_every_call_to_one_part(hybrid_model):
     hyb = hybrid_model.denoiser
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x = x.to(hybrid_model.device)
     high, low = hyb.high(x, 0.1), hyb.low(x, 5.0)
     assert not torch.equal(hyb(x, 0.1), high)  # below the switch: the network
     with hyb.only("high"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import torch
 from conftest import tiny_config
 
 import sindiffusion
-from sindiffusion.checkpoint import load_checkpoint
+from sindiffusion.checkpoint import load_checkpoint, save_checkpoint
 from sindiffusion.errors import CheckpointError, TrainingDiverged
 from sindiffusion.image import load_image
 
@@ -60,6 +61,30 @@ def test_resume_equals_uninterrupted_training(image_file, tmp_path):
     for k in a.model:
         assert torch.equal(a.model[k], b.model[k]), k
     assert torch.equal(straight.sample(n=1, seed=0), resumed.sample(n=1, seed=0))
+
+
+def test_resume_on_another_kind_of_device_goes_on_reproducibly(image_file, tmp_path):
+    # A run trained on a GPU and resumed on a laptop (or the reverse) carries a random-generator
+    # state of the other device's size: the resume reseeds instead of failing.
+    out = tmp_path / "run"
+    sindiffusion.train(image_file, config=tiny_config(), out=out, steps=3, progress=False)
+    ckpt = load_checkpoint(out)
+    cpu = ckpt.rng_state.numel() == torch.Generator().get_state().numel()
+    ckpt.rng_state = torch.zeros(16, dtype=torch.uint8) if cpu else torch.Generator().get_state()
+    save_checkpoint(out, ckpt)
+    runs = []
+    for name in ("a", "b"):
+        shutil.copytree(out, tmp_path / name)
+        runs.append(
+            sindiffusion.train(
+                image_file, out=tmp_path / name, steps=6, resume=True, progress=False
+            )
+        )
+    assert runs[0].step == runs[1].step == 6
+    assert torch.equal(runs[0].sample(n=1, seed=0), runs[1].sample(n=1, seed=0))
+    assert not torch.equal(
+        load_checkpoint(tmp_path / "a").model["out_conv.weight"], ckpt.model["out_conv.weight"]
+    )
 
 
 def test_run_folder_holds_everything_promised(image_file, tmp_path):

@@ -226,12 +226,9 @@ class PatchDenoiser(nn.Module):
         ix = (xs.to(x.device)[:, None] + r)[None, :, None, :]  # (1, nx, 1, p)
         flat = (iy * w + ix).reshape(-1)
         est = est.view(len(ys), len(xs), 3, p, p).permute(2, 0, 1, 3, 4) * win
-        votes = x.new_zeros(3, h * w).index_add_(1, flat, est.reshape(3, -1))
-        count = x.new_zeros(h * w).index_add_(
-            0, flat, win.expand(len(ys), len(xs), p, p).reshape(-1)
-        )
-        votes, count = votes.view(3, h, w), count.view(1, h, w)
-        return votes / count
+        votes = _vote_sum(flat, est.reshape(3, -1).T, h * w).T  # (3, h*w)
+        count = _vote_sum(flat, win.expand(len(ys), len(xs), p, p).reshape(-1, 1), h * w)
+        return votes.reshape(3, h, w) / count.reshape(1, h, w)
 
     def _weighted_patches(self, q: torch.Tensor, qpos: torch.Tensor, refs: _Refs) -> torch.Tensor:
         """MMSE estimates (c, D) of noisy patches q (c, D) at positions qpos (c, 2)."""
@@ -280,6 +277,18 @@ def _vote_window(p: int, width: float | None) -> torch.Tensor:
     r = torch.arange(p, dtype=torch.float32) - (p - 1) / 2
     g = torch.exp(-(r**2) / (2 * (width * p) ** 2))
     return g[:, None] * g[None, :]
+
+
+def _vote_sum(index: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
+    """Sums of the rows of `values` (V, c) that share an `index` (V,) in [0, n): (n, c).
+
+    Deterministic on every device, so that a seeded sample repeats exactly: CUDA's index_add_
+    adds with atomics in no fixed order, its sorting index_put_ does not; on the CPU
+    index_add_ is the deterministic (and faster) one."""
+    out = values.new_zeros(n, values.shape[1])
+    if out.device.type == "cpu":
+        return out.index_add_(0, index, values)
+    return out.index_put_((index,), values, accumulate=True)
 
 
 def _starts(n: int, p: int, st: int, offset: int) -> torch.Tensor:
