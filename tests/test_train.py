@@ -202,3 +202,37 @@ def test_model_samples_any_size_and_scale(image_file, tiny):
     assert model.sample(n=1, scale=(1.0, 2.0)).shape == (1, 3, 32, 64)
     out = model.sample(n=1, sampler="ddpm", steps=5)
     assert out.min() >= -1 and out.max() <= 1
+
+
+def _image_tensor(h: int, w: int) -> torch.Tensor:
+    from conftest import natural_like
+
+    from sindiffusion.image import from_uint8
+
+    return from_uint8(torch.from_numpy(natural_like(h, w)).permute(2, 0, 1))
+
+
+def test_crops_at_scale_one_are_the_images_own_pixels():
+    # Crops need no stride-rounded image, so scale 1 must not resample (resampling blurs, and
+    # the network learns and draws that blur).
+    from sindiffusion.train import random_batch
+
+    img = _image_tensor(30, 42)  # sides that are not multiples of the UNet's stride
+    cfg = tiny_config(batch_size=5, crop_size=16, scale_min=1.0, scale_max=1.0)
+    batch = random_batch(img, cfg, 4, torch.Generator().manual_seed(0))
+    assert batch.shape == (5, 3, 16, 16)
+    windows = img.unfold(1, 16, 1).unfold(2, 16, 1)  # (3, 15, 27, 16, 16): every crop
+    for crop in batch:
+        hits = (windows == crop[:, None, None]).flatten(3).all(3).all(0)
+        assert hits.any()
+
+
+def test_rescaled_batches_stay_in_range_and_whole_images_keep_the_stride():
+    from sindiffusion.train import random_batch
+
+    img = _image_tensor(30, 42)
+    g = torch.Generator().manual_seed(1)
+    crops = random_batch(img, tiny_config(crop_size=16, scale_min=1.2, scale_max=1.3), 4, g)
+    assert crops.shape == (2, 3, 16, 16) and crops.min() >= -1 and crops.max() <= 1
+    whole = random_batch(img, tiny_config(scale_min=0.9, scale_max=0.9), 4, g)
+    assert whole.shape == (2, 3, 28, 36) and whole.min() >= -1 and whole.max() <= 1

@@ -183,6 +183,9 @@ def preset(name: str = "fast") -> Config:
                 steps=1500,  # about 5 minutes on 2 CPU cores
                 batch_size=6,
                 crop_size=96,
+                # Rescaled by 0.75-1 only: an enlarged image is a blurred one, and the network
+                # learns and draws that blur (SIFID-E is very sensitive to it).
+                scale_max=1.0,
                 lr=2e-3,
                 warmup_steps=50,
                 lr_decay=True,

@@ -122,14 +122,15 @@ def load_image(
     return pil_to_tensor(img)
 
 
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize (N, 3, H, W) or (3, H, W) to `size` = (height, width), antialiased bilinear."""
+def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize (N, 3, H, W) or (3, H, W) to `size` = (height, width), antialiased when
+    shrinking; mode "bilinear" or "bicubic" (sharper; it can overshoot [-1, 1] a little)."""
     squeeze = x.dim() == 3
     if squeeze:
         x = x[None]
     if tuple(x.shape[-2:]) != tuple(size):
         down = size[0] < x.shape[-2] or size[1] < x.shape[-1]
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=down)
+        x = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=down)
     return x[0] if squeeze else x
 
 

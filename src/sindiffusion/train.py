@@ -53,12 +53,19 @@ def random_batch(
     _, h0, w0 = image.shape
     u = torch.rand((), generator=generator, device=generator.device).item()
     scale = t.scale_min + (t.scale_max - t.scale_min) * u
-    h = max(MIN_SIDE, int(round(h0 * scale / stride)) * stride)
-    w = max(MIN_SIDE, int(round(w0 * scale / stride)) * stride)
-    img = resize(image, (h, w))
-    if t.crop_size is None or (t.crop_size >= h and t.crop_size >= w):
+    whole = t.crop_size is None or (t.crop_size >= h0 * scale and t.crop_size >= w0 * scale)
+    # A whole image must have sides that are multiples of the UNet's stride; crops need not
+    # round the image, so scale 1 keeps the image's own pixels. Bicubic: bilinear resampling
+    # blurs (at a 1 % size change it takes 20 % of the high frequencies away), and the network
+    # learns that blur and draws it (samples had 30 % less Laplacian energy than the image).
+    q = stride if whole else 1
+    h = max(MIN_SIDE, int(round(h0 * scale / q)) * q)
+    w = max(MIN_SIDE, int(round(w0 * scale / q)) * q)
+    img = resize(image, (h, w), mode="bicubic").clamp(-1, 1)
+    if whole:
         return img[None].expand(t.batch_size, -1, -1, -1).contiguous()
-    ch, cw = min(t.crop_size, h), min(t.crop_size, w)
+    ch = max(stride, min(t.crop_size, h) // stride * stride)
+    cw = max(stride, min(t.crop_size, w) // stride * stride)
     ys = torch.randint(0, h - ch + 1, (t.batch_size,), generator=generator, device=generator.device)
     xs = torch.randint(0, w - cw + 1, (t.batch_size,), generator=generator, device=generator.device)
     return torch.stack(
