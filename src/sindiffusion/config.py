@@ -163,7 +163,8 @@ def preset(name: str = "fast") -> Config:
         # kept (layout.py): 4 gained a little more fidelity but took pixel diversity below 0.45.
         # Renoised layouts (layout_renoise 1.5, layout_prior 0.04) did not beat the mid-path
         # handover on the ten Places50 images (SIFID-E 45.8 / diversity 0.481 against
-        # 44.6 / 0.460) and cost 0.3 s more per sample, so they stay an option.
+        # 44.6 / 0.460, models trained before the sharp rescales) and cost 0.3 s more per
+        # sample, so they stay an option.
         return Config(
             preset="fast",
             model=ModelConfig(
