@@ -104,8 +104,8 @@ def main() -> int:
         for switch in v[4]:
             got = [r for r in rows if r["variant"] == v[0] and r["switch"] == switch]
             if got:
-                m = {key: statistics.mean(r[key] for r in got) for key in got[0]
-                     if key in ("steps", "sifid_e", "pixel_diversity", "copy_score")}  # fmt: skip
+                keys = ("steps", "sifid_e", "pixel_diversity", "copy_score")
+                m = {key: statistics.mean(r[key] for r in got) for key in keys}
                 print(f"| {v[0]} | {switch:g} | {len(got)} | {m['steps']:.0f} | "
                       f"{m['sifid_e']:.1f} | {m['pixel_diversity']:.3f} | "
                       f"{m['copy_score']:.3f} |")  # fmt: skip

@@ -30,6 +30,13 @@ def natural_like(h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
+def natural_tensor(h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
+    """`natural_like` as a (3, h, w) tensor in [-1, 1]."""
+    from sindiffusion.image import from_uint8
+
+    return from_uint8(torch.from_numpy(natural_like(h, w, seed)).permute(2, 0, 1))
+
+
 @pytest.fixture
 def image_file(tmp_path):
     """Path to a 32x32 RGB PNG."""

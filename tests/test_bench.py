@@ -9,8 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import natural_like, tiny_config
+from conftest import natural_like, natural_tensor, tiny_config
 from PIL import Image
 
 import sindiffusion
@@ -24,7 +23,6 @@ from sindiffusion.bench import (
     run_status,
 )
 from sindiffusion.errors import SinDiffusionError
-from sindiffusion.image import from_uint8
 
 
 def test_parse_images_ranges_and_lists():
@@ -115,7 +113,7 @@ def test_end_to_end_tiny_run_resumes_from_cache(tmp_path, capsys):
 
 def test_cached_runs_take_new_sampling_settings_without_retraining(tmp_path):
     cfg = tiny_config()
-    img = from_uint8(torch.from_numpy(natural_like(32, 32)).permute(2, 0, 1))
+    img = natural_tensor(32, 32)
     sindiffusion.train(
         img, config=copy.deepcopy(cfg), out=tmp_path / "run", steps=2, progress=False
     )

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import natural_like, tiny_config
+from conftest import natural_tensor, tiny_config
 
 import sindiffusion
 from sindiffusion.errors import SinDiffusionError
-from sindiffusion.image import from_uint8
 from sindiffusion.layout import layout_mismatch
 
 
-def _image(h=32, w=32, seed=0) -> torch.Tensor:
-    return from_uint8(torch.from_numpy(natural_like(h, w, seed)).permute(2, 0, 1))
-
-
 def test_mismatch_is_zero_for_the_image_and_grows_with_foreign_or_missing_content():
-    img = _image(48, 40)
+    img = natural_tensor(48, 40)
     flat = img.mean((1, 2), keepdim=True).expand_as(img)  # right colours, no layout
-    other = _image(48, 40, seed=5)
+    other = natural_tensor(48, 40, seed=5)
     half = torch.cat([img[:, :24], img[:, :24]], 1)  # top half twice: bottom content missing
     scores = layout_mismatch(torch.stack([img, half, other, flat]), img)
     assert scores.shape == (4,)
@@ -28,7 +23,7 @@ def test_mismatch_is_zero_for_the_image_and_grows_with_foreign_or_missing_conten
 
 
 def test_mismatch_takes_any_output_size():
-    img = _image()
+    img = natural_tensor()
     wide = torch.cat([img, img], 2)  # 32 x 64: the image's patches twice, and one seam
     noise = torch.rand(1, 3, 32, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     scores = layout_mismatch(torch.cat([wide[None], noise]), img)
@@ -41,7 +36,7 @@ def hybrid_model():
     cfg = tiny_config()
     cfg.diffusion.hybrid_sigma = 0.7
     cfg.diffusion.sampler, cfg.diffusion.sample_steps = "heun", 6
-    return sindiffusion.train(_image(), config=cfg, steps=2, progress=False)
+    return sindiffusion.train(natural_tensor(), config=cfg, steps=2, progress=False)
 
 
 def test_candidates_choose_among_layouts_and_stay_seeded(hybrid_model):
@@ -122,7 +117,7 @@ def test_renoised_layouts_are_seeded_and_report_every_step(hybrid_model):
 def test_renoise_must_not_be_negative_and_is_ignored_without_a_hybrid(hybrid_model):
     with pytest.raises(SinDiffusionError, match="positive sigma"):
         hybrid_model.sample(renoise=-1)
-    zero = sindiffusion.zero_training(_image(), steps=4)
+    zero = sindiffusion.zero_training(natural_tensor(), steps=4)
     assert torch.equal(zero.sample(n=1, seed=0, renoise=1.0), zero.sample(n=1, seed=0))
 
 

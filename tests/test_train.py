@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import natural_tensor, tiny_config
 
 import sindiffusion
 from sindiffusion.checkpoint import load_checkpoint, save_checkpoint
@@ -204,20 +204,12 @@ def test_model_samples_any_size_and_scale(image_file, tiny):
     assert out.min() >= -1 and out.max() <= 1
 
 
-def _image_tensor(h: int, w: int) -> torch.Tensor:
-    from conftest import natural_like
-
-    from sindiffusion.image import from_uint8
-
-    return from_uint8(torch.from_numpy(natural_like(h, w)).permute(2, 0, 1))
-
-
 def test_crops_at_scale_one_are_the_images_own_pixels():
     # Crops need no stride-rounded image, so scale 1 must not resample (resampling blurs, and
     # the network learns and draws that blur).
     from sindiffusion.train import random_batch
 
-    img = _image_tensor(30, 42)  # sides that are not multiples of the UNet's stride
+    img = natural_tensor(30, 42)  # sides that are not multiples of the UNet's stride
     cfg = tiny_config(batch_size=5, crop_size=16, scale_min=1.0, scale_max=1.0)
     batch = random_batch(img, cfg, 4, torch.Generator().manual_seed(0))
     assert batch.shape == (5, 3, 16, 16)
@@ -230,7 +222,7 @@ def test_crops_at_scale_one_are_the_images_own_pixels():
 def test_rescaled_batches_stay_in_range_and_whole_images_keep_the_stride():
     from sindiffusion.train import random_batch
 
-    img = _image_tensor(30, 42)
+    img = natural_tensor(30, 42)
     g = torch.Generator().manual_seed(1)
     crops = random_batch(img, tiny_config(crop_size=16, scale_min=1.2, scale_max=1.3), 4, g)
     assert crops.shape == (2, 3, 16, 16) and crops.min() >= -1 and crops.max() <= 1

@@ -148,14 +148,15 @@ class Trainer:
         self.ema.load_state_dict(ckpt.ema)
         if ckpt.optimizer is not None:
             self.optimizer.load_state_dict(ckpt.optimizer)
-        state = None if ckpt.rng_state is None else ckpt.rng_state.to(torch.uint8).cpu()
-        if state is not None and state.numel() == self.generator.get_state().numel():
-            self.generator.set_state(state)
-        elif state is not None:
-            # Saved on another kind of device (CPU and CUDA generators keep states of different
-            # sizes): go on with a stream seeded by the run's seed and step, so a resume here
-            # is still reproducible.
-            self.generator.manual_seed(ckpt.seed * 1_000_003 + ckpt.step)
+        if ckpt.rng_state is not None:
+            state = ckpt.rng_state.to(torch.uint8).cpu()
+            if state.numel() == self.generator.get_state().numel():
+                self.generator.set_state(state)
+            else:
+                # Saved on another kind of device (CPU and CUDA generators keep states of
+                # different sizes): go on with a stream seeded by the run's seed and step, so a
+                # resume here is still reproducible.
+                self.generator.manual_seed(ckpt.seed * 1_000_003 + ckpt.step)
         self.step, self.elapsed, self.seed = ckpt.step, ckpt.elapsed, ckpt.seed
         self.budget = ckpt.extra.get("budget")
         self.log = [row for row in _read_log(self.run_dir) if row[0] <= self.step]
