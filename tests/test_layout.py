@@ -148,3 +148,25 @@ def test_layout_prior_reaches_the_closed_form_denoiser(hybrid_model):
     assert SinDiffusion(ckpt).denoiser.high.cfg.layout == 0.03
     ckpt.config.diffusion.layout_prior = 0
     assert SinDiffusion(ckpt).denoiser.high.cfg.layout is None  # 0 turns the prior off
+
+
+def test_split_schedule_gives_the_layout_and_the_network_their_own_steps():
+    cfg = tiny_config()
+    cfg.diffusion.hybrid_sigma, cfg.diffusion.hybrid_steps = 0.7, 3
+    cfg.diffusion.sampler, cfg.diffusion.sample_steps = "heun", 4
+    model = sindiffusion.train(natural_tensor(), config=cfg, steps=2, progress=False)
+    den = model.denoiser
+    sigmas = den.sampling_sigmas(4)
+    # 3 levels above the switch from sigma_max, then 4 from the switch itself down, then 0.
+    assert len(sigmas) == 3 + 4 + 1 and float(sigmas[-1]) == 0
+    assert bool((sigmas[1:] < sigmas[:-1]).all())
+    assert float(sigmas[0]) == pytest.approx(den.sigma_max)
+    assert int((sigmas > 0.7).sum()) == 3 and float(sigmas[3]) == pytest.approx(0.7)
+    assert float(sigmas[-2]) == pytest.approx(den.sigma_min)
+    calls = []
+    a = model.sample(n=2, seed=3, candidates=2, callback=lambda i: calls.append(i["i"]))
+    assert a.shape == (2, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, model.sample(n=2, seed=3, candidates=2))
+    assert calls == list(range(7))  # one report per level, layout search included
+    den.high_steps = 0  # one Karras schedule of sample_steps levels across both parts
+    assert len(den.sampling_sigmas(4)) == 5

@@ -56,7 +56,9 @@ class SinDiffusion:
             from .zero import PatchDenoiser  # zero.py builds on this module
 
             layout = PatchDenoiser(self.image.to(self.device), layout=dc.layout_prior or None)
-            self.denoiser = HybridDenoiser(self.denoiser, layout, dc.hybrid_sigma)
+            self.denoiser = HybridDenoiser(
+                self.denoiser, layout, dc.hybrid_sigma, high_steps=dc.hybrid_steps
+            )
 
     @classmethod
     def from_checkpoint(
@@ -133,7 +135,7 @@ class SinDiffusion:
         cut = layout_cut(self.denoiser, sigmas) if cands > 1 and plan is None else 0
         searched = cands if cut or plan is not None else 1
         chunk = max(1, MAX_PIXELS_PER_BATCH // (h * w * searched))
-        total = steps if plan is None else len(plan[0]) + len(plan[1]) - 2
+        total = len(sigmas) - 1 if plan is None else len(plan[0]) + len(plan[1]) - 2
         out = []
         bar = tqdm(total=n * total, disable=not progress, unit="step", desc="sampling")
         for start in range(0, n, chunk):

@@ -54,7 +54,11 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=_positive_int, default=8, help="number of samples (default 8)")
     p.add_argument("--size", help="output size WIDTHxHEIGHT, e.g. 512x256 (default: training size)")
     p.add_argument("--scale", help="output size as factors of the training size, e.g. 1.5x1")
-    p.add_argument("--steps", type=_positive_int, help="sampler steps (default: the preset's)")
+    p.add_argument(
+        "--steps",
+        type=_positive_int,
+        help="sampler steps; below the layout switch for a split schedule (default: the preset's)",
+    )
     p.add_argument("--sampler", help="ddpm, ddim, heun or dpmpp_2m (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(

@@ -13,6 +13,7 @@ Everything works in the sigma parameterisation of Karras et al. (EDM): a noisy i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -154,11 +155,16 @@ class HybridDenoiser(nn.Module):
     patch-level network learns the high-noise regime last) while the network draws the detail.
     Noise-level schedule and range come from `low`. Inside `only("high")` or `only("low")`
     every call goes to that part whatever the sigma (the two stages of a renoised layout, see
-    `SinDiffusion.sample`)."""
+    `SinDiffusion.sample`).
 
-    def __init__(self, low: Denoiser, high: nn.Module, switch: float):
+    high_steps > 0 gives the two parts their own shares of the schedule (`sampling_sigmas`):
+    the network's detail needs finer steps at low noise than one Karras schedule gives it,
+    while fewer steps for the layout leave it more varied."""
+
+    def __init__(self, low: Denoiser, high: nn.Module, switch: float, high_steps: int = 0):
         super().__init__()
         self.low, self.high, self.switch = low, high, switch
+        self.high_steps = high_steps
         self.forced: str | None = None  # "high" or "low" inside `only`
 
     @contextmanager
@@ -181,7 +187,16 @@ class HybridDenoiser(nn.Module):
         return self.low.sigma_max
 
     def sampling_sigmas(self, steps: int) -> torch.Tensor:
-        return self.low.sampling_sigmas(steps)
+        """Decreasing noise levels, then 0. high_steps = 0: `low`'s schedule of `steps`
+        levels. Otherwise high_steps levels log-spaced from sigma_max down to (not including)
+        the switch, then `steps` Karras levels from the switch down to sigma_min, all below
+        the switch drawn by the network."""
+        if self.high_steps <= 0:
+            return self.low.sampling_sigmas(steps)
+        top, switch = math.log(self.sigma_max), math.log(self.switch)
+        high = torch.linspace(top, switch, self.high_steps + 1, dtype=torch.float64)[:-1]
+        low = karras_sigmas(max(1, int(steps)), self.sigma_min, self.switch)
+        return torch.cat([high.exp().float(), low])
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
