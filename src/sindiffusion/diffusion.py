@@ -153,7 +153,8 @@ class HybridDenoiser(nn.Module):
     """Hand the high noise levels to another denoiser: `high(x, sigma)` for sigma > `switch`,
     `low(x, sigma)` below. Used to let the closed-form patch denoiser lay out the image (a
     patch-level network learns the high-noise regime last) while the network draws the detail.
-    Noise-level schedule and range come from `low`. Inside `only("high")` or `only("low")`
+    The noise-level range comes from `low`, and so does the schedule unless `high_steps` > 0
+    (see below). Inside `only("high")` or `only("low")`
     every call goes to that part whatever the sigma (the two stages of a renoised layout, see
     `SinDiffusion.sample`).
 
