@@ -1,8 +1,8 @@
 """Layout candidates: what `sample --candidates N` chooses among, as a picture and a number.
 
 For each trained run (a hybrid model, e.g. the `fast` preset): draw `--rows` times N closed-form
-layouts, score each with `layout_mismatch` (bidirectional distance of coarse patches to the
-training image), finish every candidate with the network, and compare the chosen samples with
+layouts, score each with `layout_mismatch` (Fréchet distance of their coarse patches' statistics
+to the training image's), finish every candidate with the network, and compare the chosen samples with
 the first candidates (what 1 candidate gives) on SIFID-E and pixel diversity. The layouts are
 whole closed-form images noised afresh to `--renoise` for the network (the run's
 `layout_renoise` by default), or with `--renoise 0` the clean estimates at the switch where

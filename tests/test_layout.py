@@ -1,4 +1,4 @@
-"""Choosing among candidate layouts: the bidirectional patch distance and `sample(candidates=)`."""
+"""Choosing among candidate layouts: the coarse-patch Fréchet distance and `sample(candidates=)`."""
 
 from __future__ import annotations
 
@@ -23,12 +23,19 @@ def test_mismatch_is_zero_for_the_image_and_grows_with_foreign_or_missing_conten
 
 
 def test_mismatch_takes_any_output_size():
-    img = natural_tensor()
-    wide = torch.cat([img, img], 2)  # 32 x 64: the image's patches twice, and one seam
-    noise = torch.rand(1, 3, 32, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    img = natural_tensor(64, 64)
+    wide = torch.cat([img, img], 2)  # 64 x 128: the image's patches twice, and one seam
+    noise = torch.rand(1, 3, 64, 128, generator=torch.Generator().manual_seed(0)) * 2 - 1
     scores = layout_mismatch(torch.cat([wide[None], noise]), img)
-    assert scores.shape == (2,) and 0 < scores[0] < scores[1] / 4
+    assert scores.shape == (2,) and 0 < scores[0] < scores[1] / 10
     assert layout_mismatch(torch.zeros(1, 3, 20, 70), img).isfinite().all()
+
+
+def test_mismatch_is_inf_below_two_coarse_patches():
+    # A 20 px side is 5 px at a quarter: one 5 x 5 patch, no covariance to compare.
+    img = natural_tensor(64, 64)
+    assert layout_mismatch(torch.zeros(2, 3, 20, 20), img).isinf().all()
+    assert layout_mismatch(img[None], img[:, :20, :20]).isinf().all()
 
 
 @pytest.fixture
@@ -170,3 +177,45 @@ def test_split_schedule_gives_the_layout_and_the_network_their_own_steps():
     assert calls == list(range(7))  # one report per level, layout search included
     den.high_steps = 0  # one Karras schedule of sample_steps levels across both parts
     assert len(den.sampling_sigmas(4)) == 5
+
+
+def test_shifted_moves_the_position_prior_per_row(hybrid_model):
+    den = hybrid_model.denoiser.high
+    g = torch.Generator().manual_seed(0)
+    x = natural_tensor()[None].repeat(3, 1, 1, 1) + 0.8 * torch.randn(3, 3, 32, 32, generator=g)
+    plain = den(x, 0.8)
+    with den.shifted(torch.tensor([[0.0, 0.0], [0.0, 0.3], [0.3, 0.0]])):
+        shifted = den(x, 0.8)
+    assert den.shifts is None  # restored after the block
+    assert torch.equal(shifted[0], plain[0])  # a zero shift is no shift
+    assert (shifted[1:] - plain[1:]).abs().mean((1, 2, 3)).min() > 0.01
+    with pytest.raises(ValueError, match="2 layout shifts for a call on 3 rows"):
+        with den.shifted(torch.zeros(2, 2)):
+            den(x, 0.8)
+
+
+@pytest.mark.parametrize("renoise", [0.0, 0.5])
+def test_layout_shift_is_seeded_and_keeps_each_chosen_layouts_shift(hybrid_model, renoise):
+    from sindiffusion.api import SinDiffusion
+
+    ckpt = hybrid_model._checkpoint
+    before = hybrid_model.sample(n=2, seed=4, candidates=3, renoise=renoise)
+    ckpt.config.diffusion.layout_shift = (0.1, 0.3)
+    model = SinDiffusion(ckpt)
+    # With 3 candidates the chosen rows carry their own shifts on past the choice (a shift
+    # per drawn layout would not match the 2 rows left), and the seed repeats them.
+    a = model.sample(n=2, seed=4, candidates=3, renoise=renoise)
+    b = model.sample(n=2, seed=4, candidates=3, renoise=renoise)
+    assert a.shape == (2, 3, 32, 32) and torch.equal(a, b) and not torch.equal(a, before)
+    one = model.sample(n=2, seed=4, candidates=1, renoise=renoise)
+    assert one.shape == (2, 3, 32, 32) and not torch.equal(one, a)
+
+
+def test_layout_shift_round_trips_through_the_saved_config():
+    import json
+
+    from sindiffusion.config import Config, preset
+
+    cfg = preset("fast")
+    back = Config.from_dict(json.loads(cfg.to_json()))
+    assert back == cfg and isinstance(back.diffusion.layout_shift, tuple)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -146,18 +147,24 @@ class SinDiffusion:
                 if callback is not None:
                     callback({**info, "i": info["i"] + offset})
 
+            shifts = self._layout_shifts(m * searched, generator)
             if plan is not None:
-                x = self._sample_renoised(fn, den, m, cands, (h, w), plan, generator, step_cb)
-            elif cut:
-                x = self._choose_layouts(
-                    fn, den, m, cands, (h, w), sigmas[:cut], generator, step_cb
+                x = self._sample_renoised(
+                    fn, den, m, cands, (h, w), plan, generator, step_cb, shifts
                 )
-                x = fn(den, x, sigmas[cut - 1 :], generator=generator,
-                       callback=partial(step_cb, offset=cut - 1))  # fmt: skip
+            elif cut:
+                with self._shifted(shifts):
+                    x, chosen = self._choose_layouts(
+                        fn, den, m, cands, (h, w), sigmas[:cut], generator, step_cb
+                    )
+                with self._shifted(None if shifts is None else shifts[chosen]):
+                    x = fn(den, x, sigmas[cut - 1 :], generator=generator,
+                           callback=partial(step_cb, offset=cut - 1))  # fmt: skip
             else:
                 noise = torch.randn((m, 3, h, w), generator=generator, device=generator.device)
-                x = fn(den, noise.to(self.device) * sigmas[0], sigmas, generator=generator,
-                       callback=step_cb)  # fmt: skip
+                with self._shifted(shifts):
+                    x = fn(den, noise.to(self.device) * sigmas[0], sigmas, generator=generator,
+                           callback=step_cb)  # fmt: skip
             out.append(x.clamp(-1, 1).cpu())
         bar.close()
         return torch.cat(out)
@@ -175,15 +182,18 @@ class SinDiffusion:
         low = karras_sigmas(below, self.denoiser.sigma_min, level)
         return high.to(self.device), low.to(self.device)
 
-    def _sample_renoised(self, fn, den, m, cands, size, plan, generator, step_cb) -> torch.Tensor:
-        """Draw `cands` whole closed-form images per sample, keep the one closest to the
-        training image's coarse patches, and finish it with the network (`plan` from
-        `_renoise_plan`)."""
+    def _sample_renoised(
+        self, fn, den, m, cands, size, plan, generator, step_cb, shifts=None
+    ) -> torch.Tensor:
+        """Draw `cands` whole closed-form images per sample (with `shifts`, see
+        `_layout_shifts`), keep the one closest to the training image's coarse patches, and
+        finish it with the network (`plan` from `_renoise_plan`)."""
         high, low = plan
-        x = self.draw_layouts(den, m * cands, size, high, generator,
-                              callback=lambda info: step_cb(info, m=m))  # fmt: skip
+        with self._shifted(shifts):
+            x = self.draw_layouts(den, m * cands, size, high, generator,
+                                  callback=lambda info: step_cb(info, m=m))  # fmt: skip
         if cands > 1:
-            x = self._closest(x, x, cands)
+            x = x[self._closest(x, cands)]
         return self.finish_layouts(fn, den, x, low, generator,
                                    callback=partial(step_cb, offset=len(high) - 1))  # fmt: skip
 
@@ -219,20 +229,36 @@ class SinDiffusion:
             x = x + sigmas[0] * noise.to(self.device)
             return fn(den, x, sigmas, generator=generator, callback=callback)
 
-    def _choose_layouts(self, fn, den, m, cands, size, high, generator, step_cb) -> torch.Tensor:
+    def _choose_layouts(
+        self, fn, den, m, cands, size, high, generator, step_cb
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run `cands` layouts per image through the noise levels `high` (above the switch);
         return the (m, 3, h, w) states at high[-1] whose clean estimates match the training
-        image's coarse patches best."""
+        image's coarse patches best, and their row indices (m,) among the m * cands."""
         noise = torch.randn((m * cands, 3, *size), generator=generator, device=generator.device)
         x = fn(den, noise.to(self.device) * high[0], high, generator=generator,
                callback=lambda info: step_cb(info, m=m))  # fmt: skip
-        return self._closest(x, den(x, high[-1]), cands)
+        chosen = self._closest(den(x, high[-1]), cands)
+        return x[chosen], chosen
 
-    def _closest(self, x: torch.Tensor, clean: torch.Tensor, cands: int) -> torch.Tensor:
-        """Of each run of `cands` rows of x (m * cands, ...), the row whose clean image in
-        `clean` (m * cands, 3, h, w) matches the training image's coarse patches best."""
+    def _closest(self, clean: torch.Tensor, cands: int) -> torch.Tensor:
+        """Row indices (m,): of each run of `cands` rows of `clean` (m * cands, 3, h, w), the
+        one that matches the training image's coarse patches best."""
         scores = layout_mismatch(clean, self.image).view(-1, cands)
-        return x[scores.argmin(1) + torch.arange(len(scores), device=scores.device) * cands]
+        return scores.argmin(1) + torch.arange(len(scores), device=scores.device) * cands
+
+    def _layout_shifts(self, rows: int, generator: torch.Generator) -> torch.Tensor | None:
+        """Random offsets (rows, 2) of a hybrid's position prior, one per layout drawn
+        (`diffusion.layout_shift`), or None: not a hybrid, or no shift."""
+        sy, sx = self.config.diffusion.layout_shift
+        if not isinstance(self.denoiser, HybridDenoiser) or (sy, sx) == (0, 0):
+            return None
+        r = torch.randn((rows, 2), generator=generator, device=generator.device)
+        return r.cpu() * torch.tensor([float(sy), float(sx)])
+
+    def _shifted(self, shifts: torch.Tensor | None):
+        """The hybrid's closed-form part offset by `shifts` inside the block (None: as is)."""
+        return nullcontext() if shifts is None else self.denoiser.high.shifted(shifts)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write this model as a run folder (or a .safetensors file path); returns the file."""

@@ -28,6 +28,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -136,6 +138,7 @@ class PatchDenoiser(nn.Module):
             ) from None
         _check_knobs(cfg, image)
         self.cfg = cfg
+        self.shifts: torch.Tensor | None = None  # (N, 2) inside `shifted`
         self.image = image
         h, w = image.shape[-2:]
         coarsest = min(1.0, max(cfg.coarsest, cfg.patch_size + 1) / min(h, w))
@@ -181,25 +184,51 @@ class PatchDenoiser(nn.Module):
                 return i
         return len(self.levels) - 1
 
+    @contextmanager
+    def shifted(self, shifts: torch.Tensor) -> Iterator[None]:
+        """Inside this block, row i of every call prefers reference patches from `shifts[i]`
+        (y, x, in image sides) away from its own position: `shifts` (N, 2) for calls on N
+        rows. A sample's whole layout moves with its shift (the scene seen from a little to
+        the side), which adds diversity without the disorder of a looser position prior.
+        No effect without a position prior (`layout` None)."""
+        before, self.shifts = self.shifts, shifts
+        try:
+            yield
+        finally:
+            self.shifts = before
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(x.shape[0])
+        if self.shifts is not None and len(self.shifts) != x.shape[0]:
+            raise ValueError(f"{len(self.shifts)} layout shifts for a call on {x.shape[0]} rows")
         out = torch.empty_like(x, dtype=torch.float32)
         for i in range(x.shape[0]):
-            out[i] = self._denoise_one(x[i].float(), float(sigma[i]))
+            shift = None if self.shifts is None else self.shifts[i]
+            out[i] = self._denoise_one(x[i].float(), float(sigma[i]), shift)
         return out
 
-    def _denoise_one(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    def _denoise_one(
+        self, x: torch.Tensor, sigma: float, shift: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h, w = x.shape[-2:]
         lev = self.levels[self.level_of(sigma)]
         size = _scaled((h, w), lev.factor)
         xs = resize(x, size)
         s = max(sigma, self.cfg.sigma_floor) * lev.gain
-        x0 = self._denoise_patches(xs, s, lev, _call_seed(self.cfg.seed, sigma, x))
+        x0 = self._denoise_patches(xs, s, lev, _call_seed(self.cfg.seed, sigma, x), shift)
         return resize(x0, (h, w))
 
-    def _denoise_patches(self, x: torch.Tensor, sigma: float, lev: _Level, seed: int):
-        """Closed-form denoising of every `stride`-spaced patch of x (3, h, w), votes averaged."""
+    def _denoise_patches(
+        self,
+        x: torch.Tensor,
+        sigma: float,
+        lev: _Level,
+        seed: int,
+        shift: torch.Tensor | None = None,
+    ):
+        """Closed-form denoising of every `stride`-spaced patch of x (3, h, w), votes averaged;
+        `shift` (2,) moves the patches' positions for the position prior."""
         cfg = self.cfg
         p, st = cfg.patch_size, min(cfg.stride, cfg.patch_size)
         g = torch.Generator().manual_seed(seed)
@@ -212,6 +241,8 @@ class PatchDenoiser(nn.Module):
         grid = x.unfold(1, p, 1).unfold(2, p, 1)[:, ys][:, :, xs]  # (3, ny, nx, p, p), a view
         queries = grid.permute(1, 2, 0, 3, 4).reshape(len(ys) * len(xs), -1)  # (Q, D)
         qpos = _positions(ys, xs, p, h, w).to(x.device)  # (Q, 2)
+        if shift is not None:
+            qpos = qpos + shift.to(qpos)
         refs = _Refs(lev, sigma, cfg, g)
         est = torch.cat(
             [
