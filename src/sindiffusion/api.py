@@ -147,12 +147,10 @@ class SinDiffusion:
                 if callback is not None:
                     callback({**info, "i": info["i"] + offset})
 
-            shifts = self._layout_shifts(m * searched, generator)
             if plan is not None:
-                x = self._sample_renoised(
-                    fn, den, m, cands, (h, w), plan, generator, step_cb, shifts
-                )
+                x = self._sample_renoised(fn, den, m, cands, (h, w), plan, generator, step_cb)
             elif cut:
+                shifts = self._layout_shifts(m * cands, generator)
                 with self._shifted(shifts):
                     x, chosen = self._choose_layouts(
                         fn, den, m, cands, (h, w), sigmas[:cut], generator, step_cb
@@ -161,6 +159,7 @@ class SinDiffusion:
                     x = fn(den, x, sigmas[cut - 1 :], generator=generator,
                            callback=partial(step_cb, offset=cut - 1))  # fmt: skip
             else:
+                shifts = self._layout_shifts(m, generator)
                 noise = torch.randn((m, 3, h, w), generator=generator, device=generator.device)
                 with self._shifted(shifts):
                     x = fn(den, noise.to(self.device) * sigmas[0], sigmas, generator=generator,
@@ -182,16 +181,13 @@ class SinDiffusion:
         low = karras_sigmas(below, self.denoiser.sigma_min, level)
         return high.to(self.device), low.to(self.device)
 
-    def _sample_renoised(
-        self, fn, den, m, cands, size, plan, generator, step_cb, shifts=None
-    ) -> torch.Tensor:
-        """Draw `cands` whole closed-form images per sample (with `shifts`, see
-        `_layout_shifts`), keep the one closest to the training image's coarse patches, and
-        finish it with the network (`plan` from `_renoise_plan`)."""
+    def _sample_renoised(self, fn, den, m, cands, size, plan, generator, step_cb) -> torch.Tensor:
+        """Draw `cands` whole closed-form images per sample, keep the one closest to the
+        training image's coarse patches, and finish it with the network (`plan` from
+        `_renoise_plan`)."""
         high, low = plan
-        with self._shifted(shifts):
-            x = self.draw_layouts(den, m * cands, size, high, generator,
-                                  callback=lambda info: step_cb(info, m=m))  # fmt: skip
+        x = self.draw_layouts(den, m * cands, size, high, generator,
+                              callback=lambda info: step_cb(info, m=m))  # fmt: skip
         if cands > 1:
             x = x[self._closest(x, cands)]
         return self.finish_layouts(fn, den, x, low, generator,
@@ -207,9 +203,11 @@ class SinDiffusion:
         callback: Callable[[dict], None] | None = None,
     ) -> torch.Tensor:
         """n whole images (n, 3, h, w) from the hybrid's closed-form part alone (DPM-Solver++
-        2M over `sigmas`), seen through `den` (the hybrid or a wrapper of it)."""
+        2M over `sigmas`, each with its random prior offset, `diffusion.layout_shift`), seen
+        through `den` (the hybrid or a wrapper of it)."""
+        shifts = self._layout_shifts(n, generator)
         noise = torch.randn((n, 3, *size), generator=generator, device=generator.device)
-        with self.denoiser.only("high"):
+        with self.denoiser.only("high"), self._shifted(shifts):
             x = noise.to(self.device) * sigmas[0]
             return sample_dpmpp_2m(den, x, sigmas, generator=generator, callback=callback)
 
