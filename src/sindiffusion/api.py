@@ -252,7 +252,8 @@ class SinDiffusion:
         if not isinstance(self.denoiser, HybridDenoiser) or (sy, sx) == (0, 0):
             return None
         r = torch.randn((rows, 2), generator=generator, device=generator.device)
-        return r.cpu() * torch.tensor([float(sy), float(sx)])
+        # On the model's device, like the row indices `_closest` picks the chosen shifts with.
+        return r.to(self.device) * torch.tensor([float(sy), float(sx)], device=self.device)
 
     def _shifted(self, shifts: torch.Tensor | None):
         """The hybrid's closed-form part offset by `shifts` inside the block (None: as is)."""
