@@ -157,6 +157,24 @@ def test_layout_prior_reaches_the_closed_form_denoiser(hybrid_model):
     assert SinDiffusion(ckpt).denoiser.high.cfg.layout is None  # 0 turns the prior off
 
 
+def test_layout_topk_reaches_the_closed_form_denoiser_and_changes_the_layouts(hybrid_model):
+    from sindiffusion.api import SinDiffusion
+
+    ckpt = hybrid_model._checkpoint
+    before = ckpt.config.diffusion.layout_topk
+    try:
+        ckpt.config.diffusion.layout_topk = 8
+        blended = SinDiffusion(ckpt)
+        ckpt.config.diffusion.layout_topk = 1
+        nearest = SinDiffusion(ckpt)
+    finally:
+        ckpt.config.diffusion.layout_topk = before
+    assert (blended.denoiser.high.cfg.topk, nearest.denoiser.high.cfg.topk) == (8, 1)
+    a, b = blended.sample(n=1, seed=3), nearest.sample(n=1, seed=3)
+    assert torch.equal(nearest.sample(n=1, seed=3), b)  # still seeded
+    assert (a - b).abs().mean() > 1e-3  # the nearest patch alone draws other layouts
+
+
 def test_split_schedule_gives_the_layout_and_the_network_their_own_steps():
     cfg = tiny_config()
     cfg.diffusion.hybrid_sigma, cfg.diffusion.hybrid_steps = 0.7, 3

@@ -56,7 +56,9 @@ class SinDiffusion:
         if dc.hybrid_sigma > 0:
             from .zero import PatchDenoiser  # zero.py builds on this module
 
-            layout = PatchDenoiser(self.image.to(self.device), layout=dc.layout_prior or None)
+            layout = PatchDenoiser(
+                self.image.to(self.device), layout=dc.layout_prior or None, topk=dc.layout_topk
+            )
             self.denoiser = HybridDenoiser(
                 self.denoiser, layout, dc.hybrid_sigma, high_steps=dc.hybrid_steps
             )
