@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument(
         "--steps", type=_positive_int, help="optimiser steps (default: the preset's)"
     )
+    _add_init(p)
     budget.add_argument("--minutes", type=_positive_float, help="training-time budget in minutes")
     p.add_argument(
         "--max-size", type=_positive_int, default=None, help="long side in px (default 250)"
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a config JSON instead of a preset")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=_positive_int, help="steps per image (default: preset's)")
+    _add_init(p)
     budget.add_argument("--minutes", type=_positive_float, help="training minutes per image")
     p.add_argument("--max-size", type=_positive_int, default=None, help="long side in px")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -232,11 +234,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_init(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--init",
+        choices=("generic", "random"),
+        help="starting weights: the shipped generic network (the fast preset's default) or "
+        "random ones (learn from the one image alone)",
+    )
+
+
 def _training_kwargs(args: argparse.Namespace) -> dict:
     """The training options that `train` and `train-many` share, as keyword arguments."""
+    config = load_config(args.config) if args.config else None
+    if args.init is not None:
+        from .api import _preset
+
+        config = config or _preset(args.preset)
+        config.train.init = None if args.init == "random" else args.init
     return {
         "preset": args.preset,
-        "config": load_config(args.config) if args.config else None,
+        "config": config,
         "steps": args.steps,
         "minutes": args.minutes,
         "seed": args.seed,

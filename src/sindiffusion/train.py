@@ -10,6 +10,7 @@ same loop runs data-parallel (see `distributed.py`): only rank 0 writes.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import re
@@ -22,9 +23,9 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import Checkpoint, save_checkpoint
-from .config import Config
+from .config import Config, ModelConfig
 from .diffusion import Denoiser
-from .errors import TrainingDiverged
+from .errors import SinDiffusionError, TrainingDiverged
 from .image import MIN_SIDE, atomic_write, make_grid, pil_to_tensor, resize, save_image
 from .unet import UNet
 
@@ -73,6 +74,38 @@ def random_batch(
     )
 
 
+INITS = {"generic": "generic-init.safetensors"}  # train.init name -> file in assets/
+
+
+def initial_weights(config: Config) -> dict[str, torch.Tensor] | None:
+    """The starting weights `train.init` names (None: random). "generic" is the `fast` network
+    pretrained for 2000 steps on nine public-domain and CC0 photos and textures
+    (`tools/pretrain_init.py`; none of Places50): it starts knowing how natural images
+    denoise, so the run spends its minutes on the one image. The weights file records the network shape
+    it fits; another `model` config is an error."""
+    name = config.train.init
+    if name is None:
+        return None
+    if name not in INITS:
+        raise SinDiffusionError(
+            f"unknown train.init {name!r}; use one of {', '.join(INITS)} or null (random)."
+        )
+    from importlib.resources import files
+
+    from safetensors import safe_open
+
+    path = files("sindiffusion") / "assets" / INITS[name]
+    with safe_open(str(path), framework="pt") as f:
+        shape = ModelConfig(**json.loads(f.metadata()["model"]))
+        shape.channel_mults = tuple(shape.channel_mults)
+        if shape != config.model:
+            raise SinDiffusionError(
+                f"train.init {name!r} fits the model {shape}, not {config.model}; "
+                "set train.init to null to start from random weights."
+            )
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
 class Trainer:
     """Holds the network, its EMA, the optimiser and the random state of one run.
 
@@ -104,7 +137,11 @@ class Trainer:
         self.bf16 = tc.bf16 and bf16_fast(self.device)
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
             torch.manual_seed(seed)
-            self.unet = UNet(config.model).to(self.device)
+            self.unet = UNet(config.model)
+        init = initial_weights(config)
+        if init is not None:
+            self.unet.load_state_dict(init)
+        self.unet.to(self.device)
         self.ema = copy.deepcopy(self.unet).requires_grad_(False)
         self.denoiser = Denoiser(
             self.unet, config.diffusion, bf16=self.bf16, channels_last=tc.channels_last
