@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument(
         "--steps", type=_positive_int, help="optimiser steps (default: the preset's)"
     )
-    _add_init(p)
     budget.add_argument("--minutes", type=_positive_float, help="training-time budget in minutes")
+    _add_init(p)
     p.add_argument(
         "--max-size", type=_positive_int, default=None, help="long side in px (default 250)"
     )
@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a config JSON instead of a preset")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=_positive_int, help="steps per image (default: preset's)")
-    _add_init(p)
     budget.add_argument("--minutes", type=_positive_float, help="training minutes per image")
+    _add_init(p)
     p.add_argument("--max-size", type=_positive_int, default=None, help="long side in px")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
