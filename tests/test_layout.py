@@ -175,6 +175,24 @@ def test_layout_topk_reaches_the_closed_form_denoiser_and_changes_the_layouts(hy
     assert (a - b).abs().mean() > 1e-3  # the nearest patch alone draws other layouts
 
 
+def test_impossible_hybrid_settings_get_a_one_line_error(hybrid_model):
+    from sindiffusion.api import SinDiffusion
+
+    dc = hybrid_model._checkpoint.config.diffusion
+    before = dc.hybrid_sigma, dc.hybrid_steps, dc.layout_topk
+    try:
+        dc.hybrid_sigma, dc.hybrid_steps = 100.0, 3  # above sigma_max: no levels for the layout
+        with pytest.raises(SinDiffusionError, match="hybrid_sigma .* below sigma_max"):
+            SinDiffusion(hybrid_model._checkpoint)
+        dc.hybrid_steps = 0  # one schedule across both parts: the layout just never runs
+        assert SinDiffusion(hybrid_model._checkpoint).denoiser.switch == 100.0
+        dc.hybrid_sigma, dc.layout_topk = 0.7, 0
+        with pytest.raises(SinDiffusionError, match="layout_topk is 0"):
+            SinDiffusion(hybrid_model._checkpoint)
+    finally:
+        dc.hybrid_sigma, dc.hybrid_steps, dc.layout_topk = before
+
+
 def test_split_schedule_gives_the_layout_and_the_network_their_own_steps():
     cfg = tiny_config()
     cfg.diffusion.hybrid_sigma, cfg.diffusion.hybrid_steps = 0.7, 3

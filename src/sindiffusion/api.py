@@ -31,6 +31,19 @@ from .unet import UNet, stride
 MAX_PIXELS_PER_BATCH = 1 << 20  # samples are drawn in chunks of about this many pixels
 
 
+def _check_hybrid(switch: float, high_steps: int, topk: int | None, low: Denoiser) -> None:
+    """One-sentence errors for hybrid sampling settings a checkpoint's config may carry."""
+    if high_steps > 0 and switch >= low.sigma_max:
+        raise SinDiffusionError(
+            f"diffusion.hybrid_sigma ({switch:g}) must be below sigma_max ({low.sigma_max:g}) "
+            "when diffusion.hybrid_steps is above 0; lower it or set hybrid_steps to 0."
+        )
+    if topk is not None and topk < 1:
+        raise SinDiffusionError(
+            f"diffusion.layout_topk is {topk}; give at least 1 (or null for every patch)."
+        )
+
+
 class SinDiffusion:
     """A trained single-image diffusion model (EMA weights) and its training image.
 
@@ -55,6 +68,8 @@ class SinDiffusion:
         dc = self.config.diffusion
         if dc.hybrid_sigma > 0:
             from .zero import PatchDenoiser  # zero.py builds on this module
+
+            _check_hybrid(dc.hybrid_sigma, dc.hybrid_steps, dc.layout_topk, self.denoiser)
 
             layout = PatchDenoiser(
                 self.image.to(self.device), layout=dc.layout_prior or None, topk=dc.layout_topk

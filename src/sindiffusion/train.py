@@ -138,7 +138,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
             torch.manual_seed(seed)
             self.unet = UNet(config.model)
-        init = initial_weights(config)
+        init = initial_weights(config) if resume is None else None  # resume brings its own
         if init is not None:
             self.unet.load_state_dict(init)
         self.unet.to(self.device)
