@@ -5,8 +5,9 @@ layouts, score each with `layout_mismatch` (Fréchet distance of their coarse pa
 to the training image's), finish every candidate with the network, and compare the chosen samples with
 the first candidates (what 1 candidate gives) on SIFID-E and pixel diversity. The layouts are
 whole closed-form images noised afresh to `--renoise` for the network (the run's
-`layout_renoise` by default), or with `--renoise 0` the clean estimates at the switch where
-the network takes over mid-path. Writes a picture (per row: the training image, the N layouts
+`layout_renoise` by default), or with `--renoise 0` the clean estimates at the level where
+`sample` compares them (`layout_cut`: one closed-form level before the network takes over
+mid-path). Writes a picture (per row: the training image, the N layouts
 with their scores, the N finished samples; the chosen one framed in red) and a table (printed
 and as table.md) into --out.
 

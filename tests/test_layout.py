@@ -8,7 +8,7 @@ from conftest import natural_tensor, tiny_config
 
 import sindiffusion
 from sindiffusion.errors import SinDiffusionError
-from sindiffusion.layout import layout_mismatch
+from sindiffusion.layout import layout_cut, layout_mismatch
 
 
 def test_mismatch_is_zero_for_the_image_and_grows_with_foreign_or_missing_content():
@@ -54,6 +54,17 @@ def test_candidates_choose_among_layouts_and_stay_seeded(hybrid_model):
     assert a.shape == (2, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, one)
     assert calls == list(range(6))  # one report per step, layout search included
+
+
+def test_candidates_are_compared_before_the_last_layout_level(hybrid_model):
+    den = hybrid_model.denoiser
+    sw = den.switch
+    five = torch.tensor([80.0, 20.0, 5.0, 2.0, 1.0, 0.5, 0.1, 0.0])  # 5 levels above sw 0.7
+    assert sw == 0.7 and layout_cut(den, five) == 4  # the 1.0 level runs once per sample
+    assert layout_cut(den, torch.tensor([80.0, 2.0, 0.5, 0.0])) == 2  # two: both
+    assert layout_cut(den, torch.tensor([80.0, 0.5, 0.1, 0.0])) == 0  # one: nothing to run
+    assert layout_cut(den, torch.tensor([2.0, 1.0])) == 0  # nothing below the switch
+    assert layout_cut(den.low, five) == 0  # not a hybrid
 
 
 def test_one_candidate_is_the_plain_sampler(hybrid_model):

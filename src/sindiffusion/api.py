@@ -247,9 +247,10 @@ class SinDiffusion:
     def _choose_layouts(
         self, fn, den, m, cands, size, high, generator, step_cb
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run `cands` layouts per image through the noise levels `high` (above the switch);
-        return the (m, 3, h, w) states at high[-1] whose clean estimates match the training
-        image's coarse patches best, and their row indices (m,) among the m * cands."""
+        """Run `cands` layouts per image through the noise levels `high` (all but the last
+        level above the switch, see `layout_cut`); return the (m, 3, h, w) states at high[-1]
+        whose clean estimates match the training image's coarse patches best, and their row
+        indices (m,) among the m * cands."""
         noise = torch.randn((m * cands, 3, *size), generator=generator, device=generator.device)
         x = fn(den, noise.to(self.device) * high[0], high, generator=generator,
                callback=lambda info: step_cb(info, m=m))  # fmt: skip
