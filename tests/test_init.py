@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 from conftest import natural_tensor
 
+import sindiffusion
+from sindiffusion.api import SinDiffusion
 from sindiffusion.cli import main
-from sindiffusion.config import ModelConfig, preset
+from sindiffusion.config import Config, ModelConfig, preset
 from sindiffusion.errors import SinDiffusionError
 from sindiffusion.train import Trainer, initial_weights
 from sindiffusion.unet import UNet
@@ -68,3 +71,54 @@ def test_cli_init_random_is_saved_in_the_run(image_file, tmp_path, capsys):
     assert saved["preset"] == "fast" and saved["train"]["init"] is None
     assert main(["train", str(image_file), "--out", str(tmp_path / "x"), "--init", "nope"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def fast_model():
+    cfg = preset("fast")
+    cfg.train.max_size = 32
+    return sindiffusion.train(natural_tensor(32, 32), config=cfg, steps=2, progress=False)
+
+
+def _with(model, **diffusion):
+    cfg = Config.from_dict(model.config.to_dict())
+    for key, value in diffusion.items():
+        setattr(cfg.diffusion, key, value)
+    return SinDiffusion(dataclasses.replace(model._checkpoint, config=cfg), device="cpu")
+
+
+def test_autoguidance_pushes_the_estimate_away_from_the_generic_weights_inside_its_levels(
+    fast_model,
+):
+    den = fast_model.denoiser.low  # the network part of the hybrid
+    lo, hi = fast_model.config.diffusion.autoguidance_sigmas
+    w = fast_model.config.diffusion.autoguidance
+    assert w == 0.2 and (lo, hi) == (0.04, 0.15) and den.weak is not None
+    init = UNet(fast_model.config.model)
+    init.load_state_dict(initial_weights(fast_model.config))
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.3
+    sigma = torch.tensor([0.1, 0.5, 0.02])  # inside, above, below the guided levels
+    plain = den._denoise(den.unet, x, sigma)
+    weak = den._denoise(init, x, sigma)
+    got = den(x, sigma)
+    assert torch.allclose(got[0], plain[0] + w * (plain[0] - weak[0]), atol=1e-5)
+    assert torch.equal(got[1:], plain[1:])  # outside the levels: the network alone
+    assert (plain[0] - weak[0]).abs().max() > 1e-3  # two steps moved the network already
+
+    off = _with(fast_model, autoguidance=0.0)
+    assert off.denoiser.low.weak is None
+    a, b = fast_model.sample(n=1, seed=4), fast_model.sample(n=1, seed=4)
+    assert torch.equal(a, b) and not torch.equal(a, off.sample(n=1, seed=4))
+
+
+def test_autoguidance_is_off_without_starting_weights_and_bad_levels_are_a_clear_error(
+    fast_model,
+):
+    cfg = Config.from_dict(fast_model.config.to_dict())
+    cfg.train.init = None  # a run from random weights: nothing to guide away from
+    unguided = SinDiffusion(dataclasses.replace(fast_model._checkpoint, config=cfg), "cpu")
+    assert unguided.denoiser.low.weak is None
+    off = _with(fast_model, autoguidance=0.0)
+    assert torch.equal(unguided.sample(n=1, seed=2), off.sample(n=1, seed=2))
+    with pytest.raises(SinDiffusionError, match=r"autoguidance_sigmas is \(0.2, 0.1\)"):
+        _with(fast_model, autoguidance_sigmas=(0.2, 0.1))

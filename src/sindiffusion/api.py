@@ -25,7 +25,7 @@ from .errors import SinDiffusionError
 from .image import MIN_SIDE, from_uint8, load_image, to_uint8
 from .layout import layout_cut, layout_mismatch
 from .samplers import clipped, get_sampler, sample_dpmpp_2m
-from .train import Trainer, bf16_fast, default_device
+from .train import Trainer, bf16_fast, default_device, initial_weights
 from .unet import UNet, stride
 
 MAX_PIXELS_PER_BATCH = 1 << 20  # samples are drawn in chunks of about this many pixels
@@ -66,6 +66,9 @@ class SinDiffusion:
             unet, self.config.diffusion, bf16=bf16, channels_last=tc.channels_last
         ).to(self.device)
         dc = self.config.diffusion
+        weak = self._init_unet() if dc.autoguidance else None
+        if weak is not None:  # a run from random weights has nothing to guide away from
+            self.denoiser.guide_away_from(weak, dc.autoguidance, dc.autoguidance_sigmas)
         if dc.hybrid_sigma > 0:
             from .zero import PatchDenoiser  # zero.py builds on this module
 
@@ -77,6 +80,22 @@ class SinDiffusion:
             self.denoiser = HybridDenoiser(
                 self.denoiser, layout, dc.hybrid_sigma, high_steps=dc.hybrid_steps
             )
+
+    def _init_unet(self) -> UNet | None:
+        """The network at the run's starting weights (`train.init`): autoguidance's weaker
+        model, on this model's device; None for a run from random weights."""
+        lo, hi = self.config.diffusion.autoguidance_sigmas
+        if not 0 <= lo <= hi:
+            raise SinDiffusionError(
+                f"diffusion.autoguidance_sigmas is ({lo:g}, {hi:g}); give (low, high) noise "
+                "levels with 0 <= low <= high."
+            )
+        weights = initial_weights(self.config)
+        if weights is None:
+            return None
+        unet = UNet(self.config.model)
+        unet.load_state_dict(weights)
+        return unet.eval().requires_grad_(False).to(self.device)
 
     @classmethod
     def from_checkpoint(

@@ -57,6 +57,8 @@ class Denoiser(nn.Module):
         self.cfg = cfg
         self.bf16 = bf16  # run the UNet under bfloat16 autocast; preconditioning stays float32
         self.channels_last = channels_last  # weights and inputs in channels-last memory format
+        self.weak: nn.Module | None = None  # autoguidance, see `guide_away_from`
+        self.guide_weight, self.guide_sigmas = 0.0, (0.0, 0.0)
         if channels_last:
             unet.to(memory_format=torch.channels_last)
         if cfg.parameterization == "eps":
@@ -83,24 +85,45 @@ class Denoiser(nn.Module):
         w = (s - lo) / (hi - lo)
         return idx - 1 + w
 
-    def _net(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _net(self, unet: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(x.device, self.bf16):
-            return self.unet(x, t).float()
+            return unet(x, t).float()
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
-        sigma = sigma.expand(x.shape[0])
+    def guide_away_from(self, weak: nn.Module, weight: float, sigmas: tuple[float, float]):
+        """Autoguidance (Karras et al. 2024): at noise levels within `sigmas` (low, high) the
+        estimate becomes D + weight * (D - D_weak), where D_weak is this preconditioning around
+        `weak`, a weaker network of the same shape (the `fast` preset: the `generic` weights
+        the run started from, which know natural images but not this one). It pushes the
+        detail further towards what the image taught the network; each guided call costs a
+        second network pass. weight 0 turns it off."""
+        self.weak = weak.to(memory_format=torch.channels_last) if self.channels_last else weak
+        self.guide_weight, self.guide_sigmas = float(weight), (float(sigmas[0]), float(sigmas[1]))
+
+    def _denoise(self, unet: nn.Module, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         s = sigma[:, None, None, None]
         if self.cfg.parameterization == "eps":
-            eps = self._net(x / (s**2 + 1).sqrt(), self.sigma_to_t(sigma))
+            eps = self._net(unet, x / (s**2 + 1).sqrt(), self.sigma_to_t(sigma))
             return x - s * eps
         sd = self.cfg.sigma_data
         c_skip = sd**2 / (s**2 + sd**2)
         c_out = s * sd / (s**2 + sd**2).sqrt()
         c_in = 1 / (s**2 + sd**2).sqrt()
-        return c_skip * x + c_out * self._net(c_in * x, 250.0 * sigma.log())
+        return c_skip * x + c_out * self._net(unet, c_in * x, 250.0 * sigma.log())
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
+        sigma = sigma.expand(x.shape[0])
+        out = self._denoise(self.unet, x, sigma)
+        if self.weak is None or self.guide_weight == 0:
+            return out
+        lo, hi = self.guide_sigmas
+        rows = (sigma >= lo) & (sigma <= hi)
+        if rows.any():
+            weak = self._denoise(self.weak, x[rows], sigma[rows])
+            out[rows] = out[rows] + self.guide_weight * (out[rows] - weak)
+        return out
 
     def loss(
         self,
@@ -125,7 +148,7 @@ class Denoiser(nn.Module):
             if rows is not None:
                 x0, noise, t = x0[rows], noise[rows], t[rows]
             s = self.sigmas[t][:, None, None, None]
-            eps = self._net((x0 + s * noise) / (s**2 + 1).sqrt(), t.float())
+            eps = self._net(self.unet, (x0 + s * noise) / (s**2 + 1).sqrt(), t.float())
             return (eps - noise).pow(2).mean()
         rnd = torch.randn(n, generator=generator, device=noise.device).to(dev)
         if rows is not None:
