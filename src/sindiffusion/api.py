@@ -44,6 +44,16 @@ def _check_hybrid(switch: float, high_steps: int, topk: int | None, low: Denoise
         )
 
 
+def _check_autoguidance(sigmas: tuple[float, float]) -> None:
+    """A one-sentence error for guided noise levels a checkpoint's config may carry."""
+    lo, hi = sigmas
+    if not 0 <= lo <= hi:
+        raise SinDiffusionError(
+            f"diffusion.autoguidance_sigmas is ({lo:g}, {hi:g}); give (low, high) noise "
+            "levels with 0 <= low <= high."
+        )
+
+
 class SinDiffusion:
     """A trained single-image diffusion model (EMA weights) and its training image.
 
@@ -66,7 +76,10 @@ class SinDiffusion:
             unet, self.config.diffusion, bf16=bf16, channels_last=tc.channels_last
         ).to(self.device)
         dc = self.config.diffusion
-        weak = self._init_unet() if dc.autoguidance else None
+        weak = None
+        if dc.autoguidance:
+            _check_autoguidance(dc.autoguidance_sigmas)
+            weak = self._init_unet()
         if weak is not None:  # a run from random weights has nothing to guide away from
             self.denoiser.guide_away_from(weak, dc.autoguidance, dc.autoguidance_sigmas)
         if dc.hybrid_sigma > 0:
@@ -84,12 +97,6 @@ class SinDiffusion:
     def _init_unet(self) -> UNet | None:
         """The network at the run's starting weights (`train.init`): autoguidance's weaker
         model, on this model's device; None for a run from random weights."""
-        lo, hi = self.config.diffusion.autoguidance_sigmas
-        if not 0 <= lo <= hi:
-            raise SinDiffusionError(
-                f"diffusion.autoguidance_sigmas is ({lo:g}, {hi:g}); give (low, high) noise "
-                "levels with 0 <= low <= high."
-            )
         weights = initial_weights(self.config)
         if weights is None:
             return None

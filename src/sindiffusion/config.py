@@ -214,7 +214,7 @@ def preset(name: str = "fast") -> Config:
         # network's middle-low levels (sigma 0.04-0.15, weight 0.2), which sharpens what the
         # 5-minute run learned: 23.8 -> 23.1 and 24.1 -> 23.5 on two sets of trained models,
         # diversity unchanged; it pays for 6 network levels instead of 8 (11 calls + 2 guided,
-        # against 15): 23.3, 23.x, faster than before.
+        # against 15): 23.3 and 23.8, faster than before.
         # Renoised layouts (layout_renoise 1.5, layout_prior 0.04) did not beat the mid-path
         # handover on the ten Places50 images (SIFID-E 45.8 / diversity 0.481 against
         # 44.6 / 0.460, models trained before the sharp rescales) and cost 0.3 s more per
