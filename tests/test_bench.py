@@ -121,6 +121,7 @@ def test_cached_runs_take_new_sampling_settings_without_retraining(tmp_path):
     assert status == "finished"
     sampling = copy.deepcopy(cfg)
     sampling.diffusion.sampler, sampling.diffusion.layout_candidates = "heun", 3
+    sampling.diffusion.sigma_min = 0.006  # the sampler's range is a sampling setting too
     status, patched = run_status(Path(tmp_path / "run"), sampling, None, 2)
     assert status == "finished" and patched.config.to_dict() == sampling.to_dict()
     assert run_fingerprint(patched) != run_fingerprint(ckpt)  # scores are redrawn

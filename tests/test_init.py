@@ -93,7 +93,7 @@ def test_autoguidance_pushes_the_estimate_away_from_the_generic_weights_inside_i
     den = fast_model.denoiser.low  # the network part of the hybrid
     lo, hi = fast_model.config.diffusion.autoguidance_sigmas
     w = fast_model.config.diffusion.autoguidance
-    assert w == 0.2 and (lo, hi) == (0.04, 0.15) and den.weak is not None
+    assert w == 0.3 and (lo, hi) == (0.04, 0.15) and den.weak is not None
     init = UNet(fast_model.config.model)
     init.load_state_dict(initial_weights(fast_model.config))
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.3
