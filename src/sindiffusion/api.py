@@ -67,21 +67,23 @@ class SinDiffusion:
         self.config: Config = checkpoint.config
         self.image: torch.Tensor = checkpoint.image
         self.step: int = checkpoint.step
-        unet = UNet(self.config.model)
-        unet.load_state_dict(checkpoint.ema)
-        unet.eval().requires_grad_(False).to(self.device)
         tc = self.config.train
         bf16 = tc.bf16 and bf16_fast(self.device)
         self.denoiser = Denoiser(
-            unet, self.config.diffusion, bf16=bf16, channels_last=tc.channels_last
+            self._frozen_unet(checkpoint.ema),
+            self.config.diffusion,
+            bf16=bf16,
+            channels_last=tc.channels_last,
         ).to(self.device)
         dc = self.config.diffusion
-        weak = None
         if dc.autoguidance:
             _check_autoguidance(dc.autoguidance_sigmas)
-            weak = self._init_unet()
-        if weak is not None:  # a run from random weights has nothing to guide away from
-            self.denoiser.guide_away_from(weak, dc.autoguidance, dc.autoguidance_sigmas)
+            # Autoguidance's weaker model is the network at the run's starting weights
+            # (`train.init`); a run from random weights has nothing to guide away from.
+            init = initial_weights(self.config)
+            if init is not None:
+                weak = self._frozen_unet(init)
+                self.denoiser.guide_away_from(weak, dc.autoguidance, dc.autoguidance_sigmas)
         if dc.hybrid_sigma > 0:
             from .zero import PatchDenoiser  # zero.py builds on this module
 
@@ -94,12 +96,8 @@ class SinDiffusion:
                 self.denoiser, layout, dc.hybrid_sigma, high_steps=dc.hybrid_steps
             )
 
-    def _init_unet(self) -> UNet | None:
-        """The network at the run's starting weights (`train.init`): autoguidance's weaker
-        model, on this model's device; None for a run from random weights."""
-        weights = initial_weights(self.config)
-        if weights is None:
-            return None
+    def _frozen_unet(self, weights: dict[str, torch.Tensor]) -> UNet:
+        """This model's network with `weights`, for inference only, on this model's device."""
         unet = UNet(self.config.model)
         unet.load_state_dict(weights)
         return unet.eval().requires_grad_(False).to(self.device)

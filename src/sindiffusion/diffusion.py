@@ -121,8 +121,9 @@ class Denoiser(nn.Module):
         lo, hi = self.guide_sigmas
         rows = (sigma >= lo) & (sigma <= hi)
         if rows.any():
+            strong = out[rows]
             weak = self._denoise(self.weak, x[rows], sigma[rows])
-            out[rows] = out[rows] + self.guide_weight * (out[rows] - weak)
+            out[rows] = strong + self.guide_weight * (strong - weak)
         return out
 
     def loss(
