@@ -122,3 +122,42 @@ def test_autoguidance_is_off_without_starting_weights_and_bad_levels_are_a_clear
     assert torch.equal(unguided.sample(n=1, seed=2), off.sample(n=1, seed=2))
     with pytest.raises(SinDiffusionError, match=r"autoguidance_sigmas is \(0.2, 0.1\)"):
         _with(fast_model, autoguidance_sigmas=(0.2, 0.1))
+
+
+def test_sample_autoguidance_overrides_the_configs_weight_for_one_call(fast_model, tmp_path):
+    off = _with(fast_model, autoguidance=0.0)
+    guided = fast_model.sample(n=1, seed=5)
+    # Off for one call draws what a run configured without it draws, then the weight is back.
+    assert torch.equal(fast_model.sample(n=1, seed=5, autoguidance=0), off.sample(n=1, seed=5))
+    assert torch.equal(fast_model.sample(n=1, seed=5), guided)
+    # On for a run configured without it: its weaker network is built on first use.
+    assert off.denoiser.low.weak is None
+    assert torch.equal(off.sample(n=1, seed=5, autoguidance=0.3), guided)
+    assert off.denoiser.low.weak is not None and off.denoiser.low.guide_weight == 0.0
+    assert not torch.equal(off.sample(n=1, seed=5, autoguidance=0.6), guided)
+
+    with pytest.raises(SinDiffusionError, match="0 \\(off\\) or more, got -0.1"):
+        fast_model.sample(n=1, autoguidance=-0.1)
+    cfg = Config.from_dict(fast_model.config.to_dict())
+    cfg.train.init = None
+    unguided = SinDiffusion(dataclasses.replace(fast_model._checkpoint, config=cfg), "cpu")
+    with pytest.raises(SinDiffusionError, match="started from random weights"):
+        unguided.sample(n=1, autoguidance=0.3)
+    assert unguided.sample(n=1, autoguidance=0).shape == (1, 3, 32, 32)
+
+
+def test_cli_sample_autoguidance_flag(fast_model, tmp_path, capsys):
+    run = tmp_path / "run"
+    fast_model.save(run)
+    for w in ("0", "0.3"):
+        out = tmp_path / f"w{w}"
+        assert main(["sample", str(run), "--n", "1", "--out", str(out), "--autoguidance", w]) == 0
+        assert (out / "sample-000.png").exists()
+    assert (tmp_path / "w0" / "sample-000.png").read_bytes() != (
+        tmp_path / "w0.3" / "sample-000.png"
+    ).read_bytes()
+    assert (
+        main(["sample", str(run), "--n", "1", "--out", str(tmp_path / "x"), "--autoguidance", "-1"])
+        == 2
+    )
+    assert "must be 0 or more" in capsys.readouterr().err

@@ -65,6 +65,9 @@ def test_samples_are_seeded_and_in_range(img):
     assert a.shape == (2, 3, 24, 32) and a.min() >= -1 and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert not torch.equal(a[0], a[1])
+    assert torch.equal(model.sample(2, seed=3, autoguidance=0), a)  # nothing to turn off
+    with pytest.raises(SinDiffusionError, match="no network to autoguide"):
+        model.sample(1, autoguidance=0.3)
 
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))

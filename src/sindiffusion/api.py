@@ -10,8 +10,8 @@ model = sindiffusion.load("runs/photo")
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -75,15 +75,10 @@ class SinDiffusion:
             bf16=bf16,
             channels_last=tc.channels_last,
         ).to(self.device)
+        self._network: Denoiser = self.denoiser  # the network's denoiser, inside any hybrid
         dc = self.config.diffusion
         if dc.autoguidance:
-            _check_autoguidance(dc.autoguidance_sigmas)
-            # Autoguidance's weaker model is the network at the run's starting weights
-            # (`train.init`); a run from random weights has nothing to guide away from.
-            init = initial_weights(self.config)
-            if init is not None:
-                weak = self._frozen_unet(init)
-                self.denoiser.guide_away_from(weak, dc.autoguidance, dc.autoguidance_sigmas)
+            self._set_autoguidance(dc.autoguidance)  # off for a run from random weights
         if dc.hybrid_sigma > 0:
             from .zero import PatchDenoiser  # zero.py builds on this module
 
@@ -101,6 +96,42 @@ class SinDiffusion:
         unet = UNet(self.config.model)
         unet.load_state_dict(weights)
         return unet.eval().requires_grad_(False).to(self.device)
+
+    def _set_autoguidance(self, weight: float) -> bool:
+        """Autoguide the network at `weight` (0 = off) within `diffusion.autoguidance_sigmas`.
+        Its weaker model is the network at the run's starting weights (`train.init`), built on
+        first use; returns False (and changes nothing) for a run from random weights, which has
+        nothing to guide away from."""
+        net = self._network
+        if weight and net.weak is None:
+            _check_autoguidance(self.config.diffusion.autoguidance_sigmas)
+            init = initial_weights(self.config)
+            if init is None:
+                return False
+            net.guide_away_from(
+                self._frozen_unet(init), weight, self.config.diffusion.autoguidance_sigmas
+            )
+        net.guide_weight = float(weight)
+        return True
+
+    @contextmanager
+    def _autoguided(self, weight: float | None) -> Iterator[None]:
+        """Autoguidance at `weight` inside this block (None: the config's), then as before."""
+        if weight is None:
+            yield
+            return
+        before = self._network.guide_weight
+        if not weight >= 0:
+            raise SinDiffusionError(f"autoguidance must be 0 (off) or more, got {weight}.")
+        if not self._set_autoguidance(weight):
+            raise SinDiffusionError(
+                "this run started from random weights, so autoguidance has no weaker "
+                "network to guide away from; leave it at 0."
+            )
+        try:
+            yield
+        finally:
+            self._network.guide_weight = before
 
     @classmethod
     def from_checkpoint(
@@ -143,6 +174,7 @@ class SinDiffusion:
         progress: bool = False,
         candidates: int | None = None,
         renoise: float | None = None,
+        autoguidance: float | None = None,
     ) -> torch.Tensor:
         """Draw `n` new images; returns (n, 3, H, W) in [-1, 1] on the CPU.
 
@@ -156,7 +188,11 @@ class SinDiffusion:
         default: the config's `layout_candidates`; ignored by network-only models);
         renoise: a hybrid model's layout is a whole closed-form image, noised afresh to this
         sigma and finished by the network; 0 hands over mid-path at `hybrid_sigma` instead
-        (default: the config's `layout_renoise`).
+        (default: the config's `layout_renoise`);
+        autoguidance: weight of the push away from the run's starting weights at the noise
+        levels `diffusion.autoguidance_sigmas` (0 = off, each guided network call costs a
+        second pass; default: the config's `autoguidance`; an error for a run from random
+        weights).
         """
         h, w = self.output_size(size, scale)
         steps = steps or self.config.diffusion.sample_steps
@@ -178,36 +214,37 @@ class SinDiffusion:
         searched = cands if cut or plan is not None else 1
         chunk = max(1, MAX_PIXELS_PER_BATCH // (h * w * searched))
         total = len(sigmas) - 1 if plan is None else len(plan[0]) + len(plan[1]) - 2
-        out = []
-        bar = tqdm(total=n * total, disable=not progress, unit="step", desc="sampling")
-        for start in range(0, n, chunk):
-            m = min(chunk, n - start)
+        with self._autoguided(autoguidance):
+            out = []
+            bar = tqdm(total=n * total, disable=not progress, unit="step", desc="sampling")
+            for start in range(0, n, chunk):
+                m = min(chunk, n - start)
 
-            def step_cb(info, m=m, offset=0):
-                bar.update(m)
-                if callback is not None:
-                    callback({**info, "i": info["i"] + offset})
+                def step_cb(info, m=m, offset=0):
+                    bar.update(m)
+                    if callback is not None:
+                        callback({**info, "i": info["i"] + offset})
 
-            if plan is not None:
-                x = self._sample_renoised(fn, den, m, cands, (h, w), plan, generator, step_cb)
-            elif cut:
-                shifts = self._layout_shifts(m * cands, generator)
-                with self._shifted(shifts):
-                    x, chosen = self._choose_layouts(
-                        fn, den, m, cands, (h, w), sigmas[:cut], generator, step_cb
-                    )
-                with self._shifted(None if shifts is None else shifts[chosen]):
-                    x = fn(den, x, sigmas[cut - 1 :], generator=generator,
-                           callback=partial(step_cb, offset=cut - 1))  # fmt: skip
-            else:
-                shifts = self._layout_shifts(m, generator)
-                noise = torch.randn((m, 3, h, w), generator=generator, device=generator.device)
-                with self._shifted(shifts):
-                    x = fn(den, noise.to(self.device) * sigmas[0], sigmas, generator=generator,
-                           callback=step_cb)  # fmt: skip
-            out.append(x.clamp(-1, 1).cpu())
-        bar.close()
-        return torch.cat(out)
+                if plan is not None:
+                    x = self._sample_renoised(fn, den, m, cands, (h, w), plan, generator, step_cb)
+                elif cut:
+                    shifts = self._layout_shifts(m * cands, generator)
+                    with self._shifted(shifts):
+                        x, chosen = self._choose_layouts(
+                            fn, den, m, cands, (h, w), sigmas[:cut], generator, step_cb
+                        )
+                    with self._shifted(None if shifts is None else shifts[chosen]):
+                        x = fn(den, x, sigmas[cut - 1 :], generator=generator,
+                               callback=partial(step_cb, offset=cut - 1))  # fmt: skip
+                else:
+                    shifts = self._layout_shifts(m, generator)
+                    noise = torch.randn((m, 3, h, w), generator=generator, device=generator.device)
+                    with self._shifted(shifts):
+                        x = fn(den, noise.to(self.device) * sigmas[0], sigmas, generator=generator,
+                               callback=step_cb)  # fmt: skip
+                out.append(x.clamp(-1, 1).cpu())
+            bar.close()
+            return torch.cat(out)
 
     def _renoise_plan(
         self, sigmas: torch.Tensor, level: float

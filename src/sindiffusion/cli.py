@@ -73,6 +73,13 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
         help="hybrid models: noise each closed-form layout afresh to SIGMA and finish it with "
         "the network; 0 hands over mid-path instead (default: the preset's)",
     )
+    p.add_argument(
+        "--autoguidance",
+        type=_nonnegative_float,
+        metavar="W",
+        help="weight of the push away from the run's starting weights at low noise levels; "
+        "0 turns it off and saves a network pass per guided level (default: the preset's)",
+    )
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
 
 
@@ -288,6 +295,7 @@ def _sample_kwargs(args: argparse.Namespace) -> dict:
         "seed": args.seed,
         "candidates": args.candidates,
         "renoise": args.renoise,
+        "autoguidance": args.autoguidance,
     }
 
 

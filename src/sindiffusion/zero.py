@@ -392,6 +392,14 @@ class ZeroTraining(SinDiffusion):
             ),
         )
 
+    @contextmanager
+    def _autoguided(self, weight: float | None) -> Iterator[None]:
+        if weight:
+            raise SinDiffusionError(
+                "zero-training mode has no network to autoguide; drop the autoguidance weight."
+            )
+        yield
+
     def save(self, path: str | os.PathLike):
         raise SinDiffusionError(
             "a zero-training model has nothing to save; keep the image and its knobs instead."
