@@ -124,7 +124,7 @@ def test_autoguidance_is_off_without_starting_weights_and_bad_levels_are_a_clear
         _with(fast_model, autoguidance_sigmas=(0.2, 0.1))
 
 
-def test_sample_autoguidance_overrides_the_configs_weight_for_one_call(fast_model, tmp_path):
+def test_sample_autoguidance_overrides_the_configs_weight_for_one_call(fast_model):
     off = _with(fast_model, autoguidance=0.0)
     guided = fast_model.sample(n=1, seed=5)
     # Off for one call draws what a run configured without it draws, then the weight is back.
