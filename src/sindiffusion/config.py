@@ -225,9 +225,9 @@ def preset(name: str = "fast") -> Config:
         # 23.42 -> 23.34 and 22.55 -> 22.43 (at 0.002 it made no difference: 23.15 against 23.12).
         # Then a position prior of 0.027 instead of 0.03 (offsets unchanged), paired on the
         # same models on a slow machine (5-minute runs, 860-920 steps): 24.02 -> 23.48 and,
-        # with other draws, 25.09 -> 24.49 and 24.55 -> 23.86; on the 0.75-1 rescale models 26.87 ->
-        # 26.45; pixel diversity down by 0.004-0.011 (0.480 -> 0.476). 0.025 did no better
-        # (23.51) and cost more diversity (0.464).
+        # with other draws, 25.09 -> 24.49 and 24.55 -> 23.86; on the 0.75-1 rescale models
+        # 26.87 -> 26.45; pixel diversity down by 0.004-0.011 (0.480 -> 0.476). 0.025 did no
+        # better (23.51) and cost more diversity (0.464).
         # Renoised layouts (layout_renoise 1.5, layout_prior 0.04) did not beat the mid-path
         # handover on the ten Places50 images (SIFID-E 45.8 / diversity 0.481 against
         # 44.6 / 0.460, models trained before the sharp rescales) and cost 0.3 s more per
