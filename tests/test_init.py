@@ -36,6 +36,21 @@ def test_the_generic_weights_fit_the_fast_network_and_are_trained():
     assert weights["down.0.conv2.weight"].abs().max() > 0
 
 
+def test_runs_of_the_earlier_fast_network_still_find_their_generic_weights():
+    # `fast` runs made before the "low_conv" upsampling saved a model config without the
+    # field: it loads as "conv", and their starting weights (autoguidance's weaker network)
+    # must still load.
+    saved = preset("fast").to_dict()
+    del saved["model"]["upsample"]
+    old = Config.from_dict(saved)
+    assert old.model.upsample == "conv"
+    weights, now = initial_weights(old), initial_weights(preset("fast"))
+    fresh = UNet(old.model).state_dict()
+    assert all(weights[k].shape == fresh[k].shape for k in fresh) and weights.keys() == fresh.keys()
+    assert weights["up.5.conv.weight"].shape == (64, 64, 3, 3)  # full-resolution conv
+    assert now["up.5.conv.weight"].shape == (32, 64, 3, 3)  # at the coarse level, 32 out
+
+
 def test_a_fast_run_starts_from_the_generic_weights_and_a_random_one_from_its_seed():
     image = natural_tensor(32, 32)
     cfg = preset("fast")

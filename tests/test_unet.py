@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from sindiffusion.config import ModelConfig, preset
-from sindiffusion.unet import UNet, count_parameters, measure_receptive_field
+from sindiffusion.unet import UNet, Upsample, count_parameters, measure_receptive_field
 
 
+@pytest.mark.parametrize("upsample", ["conv", "low_conv"])
 @pytest.mark.parametrize("h,w", [(16, 16), (17, 31), (33, 20), (45, 64)])
-def test_output_has_the_input_shape_for_odd_sizes(h, w):
-    net = UNet(ModelConfig(base_channels=8, channel_mults=(1, 2, 4), groups=4))
+def test_output_has_the_input_shape_for_odd_sizes(h, w, upsample):
+    net = UNet(ModelConfig(base_channels=8, channel_mults=(1, 2, 4), groups=4, upsample=upsample))
     x = torch.randn(2, 3, h, w)
     assert net(x, torch.zeros(2)).shape == (2, 3, h, w)
+
+
+def test_low_conv_upsampling_convolves_at_the_coarse_level_into_the_finer_channels():
+    cfg = ModelConfig(base_channels=8, channel_mults=(1, 2, 4), groups=4)
+    paper = UNet(cfg)
+    low = UNet(dataclasses.replace(cfg, upsample="low_conv"))
+    ups = [m.conv for m in low.up if isinstance(m, Upsample)]
+    # 32 -> 16 channels into the middle level, 16 -> 8 into the full-resolution one
+    assert [(c.in_channels, c.out_channels) for c in ups] == [(32, 16), (16, 8)]
+    assert count_parameters(low) < count_parameters(paper)
+    with pytest.raises(ValueError, match="use 'conv' or 'low_conv'"):
+        dataclasses.replace(cfg, upsample="bilinear")
 
 
 def test_zero_initialised_output_gives_zero_at_start():

@@ -20,7 +20,7 @@ import importlib.util
 import json
 import math
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -63,9 +63,6 @@ def main() -> None:
     folder = args.images or skimage_data()
     images = [load_image(folder / name, max_size=250) for name in IMAGES]
     cfg = preset("fast")
-    # The shipped weights were pretrained with the rescale range the preset had then (0.75-1);
-    # pinned, so that a rerun still writes the same weights.
-    cfg.train = replace(cfg.train, scale_min=0.75)
     tc = cfg.train
     torch.manual_seed(0)
     unet = UNet(cfg.model)

@@ -25,6 +25,11 @@ class ModelConfig:
     groups: int = 32  # GroupNorm groups (clamped to divide the channel count)
     in_channels: int = 3  # RGB
     patch: int = 1  # pixel-unshuffle factor of the stem: 2 runs the whole net at half resolution
+    upsample: str = "conv"  # decoder upsampling (unet.Upsample): "conv" (paper) or "low_conv"
+
+    def __post_init__(self) -> None:
+        if self.upsample not in ("conv", "low_conv"):
+            raise ValueError(f"unknown upsample {self.upsample!r}; use 'conv' or 'low_conv'")
 
 
 @dataclass
@@ -235,7 +240,11 @@ def preset(name: str = "fast") -> Config:
         return Config(
             preset="fast",
             model=ModelConfig(
-                base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, groups=8
+                base_channels=32,
+                channel_mults=(1, 2, 2),
+                num_res_blocks=1,
+                groups=8,
+                upsample="low_conv",
             ),
             diffusion=DiffusionConfig(
                 parameterization="edm",

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import Checkpoint, save_checkpoint
-from .config import Config, ModelConfig
+from .config import Config, ModelConfig, preset
 from .diffusion import Denoiser
 from .errors import SinDiffusionError, TrainingDiverged
 from .image import MIN_SIDE, atomic_write, make_grid, pil_to_tensor, resize, save_image
@@ -74,15 +74,19 @@ def random_batch(
     )
 
 
-INITS = {"generic": "generic-init.safetensors"}  # train.init name -> file in assets/
+# train.init name -> files in assets/, one per network shape it was pretrained for: the
+# `fast` network of now, and the one `fast` runs made before its "low_conv" upsampling
+# (kept so that those runs still find their starting weights, e.g. for autoguidance).
+INITS = {"generic": ("generic-init.safetensors", "generic-init-conv.safetensors")}
 
 
 def initial_weights(config: Config) -> dict[str, torch.Tensor] | None:
     """The starting weights `train.init` names (None: random). "generic" is the `fast` network
     pretrained for 2000 steps on nine public-domain and CC0 photos and textures
     (`tools/pretrain_init.py`; none of Places50): it starts knowing how natural images
-    denoise, so the run spends its minutes on the one image. The weights file records the network shape
-    it fits; another `model` config is an error."""
+    denoise, so the run spends its minutes on the one image. Each weights file records the
+    network shape it fits; the file that fits `config.model` is used, another shape is an
+    error."""
     name = config.train.init
     if name is None:
         return None
@@ -94,16 +98,16 @@ def initial_weights(config: Config) -> dict[str, torch.Tensor] | None:
 
     from safetensors import safe_open
 
-    path = files("sindiffusion") / "assets" / INITS[name]
-    with safe_open(str(path), framework="pt") as f:
-        shape = ModelConfig(**json.loads(f.metadata()["model"]))
-        shape.channel_mults = tuple(shape.channel_mults)
-        if shape != config.model:
-            raise SinDiffusionError(
-                f"train.init {name!r} fits the model {shape}, not {config.model}; "
-                "set train.init to null to start from random weights."
-            )
-        return {k: f.get_tensor(k) for k in f.keys()}
+    for file in INITS[name]:
+        with safe_open(str(files("sindiffusion") / "assets" / file), framework="pt") as f:
+            shape = ModelConfig(**json.loads(f.metadata()["model"]))
+            shape.channel_mults = tuple(shape.channel_mults)
+            if shape == config.model:
+                return {k: f.get_tensor(k) for k in f.keys()}
+    raise SinDiffusionError(
+        f"train.init {name!r} fits only the `fast` network ({preset('fast').model}), not "
+        f"{config.model}; set train.init to null to start from random weights."
+    )
 
 
 class Trainer:

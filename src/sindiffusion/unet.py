@@ -85,11 +85,22 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    def __init__(self, ch: int):
+    """Doubles the resolution (to the skip connection's `size`) with a 3x3 conv.
+
+    `mode` "conv": nearest-neighbour upsampling, then the conv at the new resolution (the
+    paper's UNet). "low_conv": the conv first, at the low resolution, to the finer level's
+    `cout` channels, then nearest-neighbour upsampling: a quarter of the pixels (and, in the
+    `fast` UNet, half the channels) for the conv, an 18 % cheaper training step.
+    """
+
+    def __init__(self, cin: int, cout: int, mode: str = "conv"):
         super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+        self.mode = mode
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if self.mode == "low_conv":
+            return F.interpolate(self.conv(x), size=size, mode="nearest")
         return self.conv(F.interpolate(x, size=size, mode="nearest"))
 
 
@@ -130,7 +141,9 @@ class UNet(nn.Module):
                 self.up.append(ResBlock(cur + skips.pop(), mult * ch, emb_dim, cfg.groups))
                 cur = mult * ch
                 if level > 0 and j == cfg.num_res_blocks:
-                    self.up.append(Upsample(cur))
+                    nxt = cur if cfg.upsample == "conv" else cfg.channel_mults[level - 1] * ch
+                    self.up.append(Upsample(cur, nxt, cfg.upsample))
+                    cur = nxt
 
         self.out_norm = GroupNorm(_groups(cur, cfg.groups), cur)
         self.out_conv = nn.Conv2d(cur, pixels, 3, padding=1)
