@@ -9,8 +9,9 @@ image) are loaded as training images are (long side 250 px, greyscale as three e
 channels). Every step trains the `fast` preset's loss on a random crop batch of one random
 image, mirrored left-right half of the time, with the preset's AdamW settings, warm-up and
 cosine decay over `--steps`, but AdamW's default weight decay 0.01.
-About 7 minutes on 2 CPU cores; seeded, so a rerun on the same machine type writes the same
-weights.
+7-9 minutes on 2 CPU cores; seeded, so a rerun on the same machine type writes the same
+weights. The previous network's weights (`generic-init-conv.safetensors`, nearest-then-conv
+upsampling, rescale 0.75-1) came from this script as it was before that change.
 """
 
 from __future__ import annotations
