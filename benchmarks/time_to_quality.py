@@ -9,6 +9,12 @@ size, and scores them with the quality harness (SIFID-E, pixel diversity, LPIPS-
 copy score). SinGAN's output for the same images is scored the same way and drawn as a
 horizontal line. The `paper` preset always runs beside `fast` so every figure is a ratio
 measured in one run. Writes table.md, ttq.png (quality against minutes) and samplers.md.
+
+The sampler table (on --run, default the `fast` run of the longest budget on the first image)
+starts with the run's own sampler (its config: for `fast`, closed-form layout levels, then Heun
+with autoguidance), then each sampler at --sampler-steps network levels, then the paper's
+ancestral sampler at --ddpm-steps (1000; 2 samples, it takes minutes per sample on a CPU).
+A hybrid run keeps its closed-form layout levels in every row: the steps are the network's.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch
 
 import sindiffusion
 from sindiffusion.checkpoint import checkpoint_path, load_checkpoint
-from sindiffusion.image import load_image, make_grid, resize, save_image
+from sindiffusion.image import from_uint8, load_image, make_grid, save_image, to_uint8
 from sindiffusion.metrics import score
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -53,11 +59,30 @@ def train_cached(image: Path, config, minutes: float, run: Path) -> sindiffusion
 
 
 def score_samples(real: torch.Tensor, model, k: int, **kw) -> dict:
-    t0 = time.perf_counter()
-    fakes = model.sample(n=k, seed=0, **kw)
-    sec = (time.perf_counter() - t0) / k
-    r = score(real, resize(fakes, tuple(real.shape[-2:])))
+    """Draw k samples (seed 0) at the real image's size and score them as the quality
+    benchmark does (as 8-bit images, never resized: a resize blurs, and SIFID-E punishes blur);
+    adds seconds and network evaluations per sample."""
+    images = 0
+
+    def count(module, inputs, output):
+        nonlocal images
+        images += inputs[0].shape[0]
+
+    # The network and autoguidance's weaker copy; closed-form layout levels are not counted.
+    nets = [getattr(model, "_network", None)]
+    nets = [m for n in nets if n is not None for m in (n.unet, n.weak) if m is not None]
+    hooks = [m.register_forward_hook(count) for m in nets]
+    try:
+        t0 = time.perf_counter()
+        fakes = model.sample(n=k, size=tuple(real.shape[-2:]), seed=0, **kw)
+        sec = (time.perf_counter() - t0) / k
+    finally:
+        for h in hooks:
+            h.remove()
+    fakes = from_uint8(to_uint8(fakes))
+    r = score(real, fakes)
     r["sec_per_sample"] = sec
+    r["network_calls"] = images / k
     return r, fakes
 
 
@@ -120,8 +145,9 @@ def main(argv=None) -> None:
     ap.add_argument("--samplers-only", action="store_true")
     ap.add_argument("--paper-sample-steps", type=int, default=50, help="ddpm steps for paper")
     ap.add_argument("--paper-batch", type=int, default=4, help="paper preset's batch (128 OOMs)")
-    ap.add_argument("--run", type=Path, help="run folder for the sampler table")
-    ap.add_argument("--sampler-steps", default="10,20,50,100,1000")
+    ap.add_argument("--run", type=Path, help="run folder for the sampler table (default above)")
+    ap.add_argument("--sampler-steps", default="6,10,20,50,100")
+    ap.add_argument("--ddpm-steps", type=int, default=1000, help="the paper's sampler; 0: skip")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     images = parse_list(args.images)
@@ -141,13 +167,13 @@ def main(argv=None) -> None:
                         if preset == "paper":  # batch 128 of whole images needs ~30 GB here
                             config.train.batch_size = args.paper_batch
                         model = train_cached(image, config, minutes, cache)
-                        real = load_image(image)
+                        real = load_image(image, max_size=config.train.max_size)
                         # The paper's 1000-step sampler costs minutes per sample on a CPU.
                         kw = {"steps": args.paper_sample_steps} if preset == "paper" else {}
                         r, fakes = score_samples(real, model, args.k, **kw)
                         r["steps"] = model.step
                         save_image(
-                            make_grid([real, *resize(fakes, tuple(real.shape[-2:]))], nrow=4),
+                            make_grid([real, *fakes], nrow=4),
                             cache / "grid.png",
                         )
                         done.write_text(json.dumps(r))
@@ -185,21 +211,42 @@ def main(argv=None) -> None:
         plot(results, singan, args.out / "ttq.png")
         print(f"wrote {args.out / 'table.md'} and {args.out / 'ttq.png'}")
 
-    if args.run is not None:
-        model = sindiffusion.load(args.run)
+    run = args.run
+    if run is None and "fast" in args.presets.split(","):
+        longest = max(float(b) for b in args.budgets.split(","))
+        run = args.out / f"fast-{longest:g}" / images[0]
+    if run is not None:
+        model = sindiffusion.load(run)
         real = model.image
-        lines = [
-            "| sampler | steps | sifid_e | pixel_diversity | s/sample |",
-            "| --- | --- | --- | --- | --- |",
+        dc = model.config.diffusion
+        rows = [("default", None, min(args.k, 4))]
+        rows += [
+            (sampler, int(steps), min(args.k, 4))
+            for sampler in ("dpmpp_2m", "heun", "ddim", "ddpm")
+            for steps in args.sampler_steps.split(",")
         ]
-        for sampler in ("dpmpp_2m", "heun", "ddim", "ddpm"):
-            for steps in [int(s) for s in args.sampler_steps.split(",")]:
-                r, _ = score_samples(real, model, min(args.k, 4), sampler=sampler, steps=steps)
-                lines.append(
-                    f"| {sampler} | {steps} | {r['sifid_e']:.3g} | {r.get('pixel_diversity', float('nan')):.3g} | {r['sec_per_sample']:.2f} |"
-                )
-                print(lines[-1], flush=True)
+        if args.ddpm_steps > 0:
+            rows.append(("ddpm", args.ddpm_steps, 2))
+        lines = [
+            f"Run {run} ({model.step} training steps); {dc.hybrid_steps} closed-form layout "
+            f"levels above sigma {dc.hybrid_sigma:g} in every row; autoguidance {dc.autoguidance:g}.",
+            "",
+            "| sampler | steps | network calls / sample | samples | sifid_e | pixel_diversity "
+            "| s/sample |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for sampler, steps, k in rows:
+            kw = {} if sampler == "default" else {"sampler": sampler, "steps": steps}
+            r, _ = score_samples(real, model, k, **kw)
+            name = f"default ({dc.sampler} {dc.sample_steps})" if sampler == "default" else sampler
+            lines.append(
+                f"| {name} | {steps or dc.sample_steps} | {r['network_calls']:.0f} | {k} "
+                f"| {r['sifid_e']:.3g} | {r.get('pixel_diversity', float('nan')):.3g} "
+                f"| {r['sec_per_sample']:.2f} |"
+            )
+            print(lines[-1], flush=True)
         (args.out / "samplers.md").write_text("\n".join(lines) + "\n")
+        print(f"wrote {args.out / 'samplers.md'}")
 
 
 if __name__ == "__main__":
