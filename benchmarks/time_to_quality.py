@@ -95,7 +95,7 @@ def mean_std(rows: list[dict], key: str) -> str:
     return f"{statistics.mean(vals):.3g} ± {statistics.stdev(vals):.2g}"
 
 
-def plot(results: dict, singan: float | None, path: Path) -> None:
+def plot(results: dict, singan: float | None, path: Path, k: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,8 +126,12 @@ def plot(results: dict, singan: float | None, path: Path) -> None:
         yscale="log",
     )
     axes[1].set(xlabel="training minutes (2 CPU cores)", ylabel="pixel diversity", xscale="log")
+    budgets = sorted({b for by_budget in results.values() for b in by_budget})
     for ax in axes:
+        ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+        ax.minorticks_off()
         ax.legend()
+    axes[1].set_title(f"{k} samples per point (fewer samples read as less diverse)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -208,7 +212,7 @@ def main(argv=None) -> None:
         print(table)
         (args.out / "table.md").write_text(table + "\n")
         singan = statistics.mean(r["sifid_e"] for r in singan_rows) if singan_rows else None
-        plot(results, singan, args.out / "ttq.png")
+        plot(results, singan, args.out / "ttq.png", args.k)
         print(f"wrote {args.out / 'table.md'} and {args.out / 'ttq.png'}")
 
     run = args.run
