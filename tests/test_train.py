@@ -228,3 +228,32 @@ def test_rescaled_batches_stay_in_range_and_whole_images_keep_the_stride():
     assert crops.shape == (2, 3, 16, 16) and crops.min() >= -1 and crops.max() <= 1
     whole = random_batch(img, tiny_config(scale_min=0.9, scale_max=0.9), 4, g)
     assert whole.shape == (2, 3, 28, 36) and whole.min() >= -1 and whole.max() <= 1
+
+
+def _sample_in_fresh_process(run, out, env: dict) -> str:
+    """Load `run` in a new Python, sample 2 images (seed 0) to `out`; returns keep_freed_memory()."""
+    code = (
+        "import sys, torch, sindiffusion\n"
+        "from sindiffusion.train import keep_freed_memory\n"
+        "m = sindiffusion.load(sys.argv[1], device='cpu')\n"
+        "torch.save(m.sample(n=2, seed=0), sys.argv[2])\n"
+        "print(keep_freed_memory())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(run), str(out)],
+        env={**os.environ, **env}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_keeping_freed_memory_applies_on_glibc_and_changes_no_sample(image_file, tiny, tmp_path):
+    import platform
+
+    sindiffusion.train(image_file, config=tiny, out=tmp_path / "run", steps=3, progress=False)
+    kept = _sample_in_fresh_process(tmp_path / "run", tmp_path / "a.pt", {})
+    off = _sample_in_fresh_process(
+        tmp_path / "run", tmp_path / "b.pt", {"SINDIFFUSION_NO_MALLOPT": "1"}
+    )
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert (kept, off) == (str(glibc), "False")
+    assert torch.equal(torch.load(tmp_path / "a.pt"), torch.load(tmp_path / "b.pt"))

@@ -10,10 +10,13 @@ same loop runs data-parallel (see `distributed.py`): only rank 0 writes.
 from __future__ import annotations
 
 import copy
+import ctypes
+import functools
 import json
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +35,27 @@ from .unet import UNet
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Ask glibc's allocator to keep freed blocks of up to 1 GB for reuse instead of mapping
+    and unmapping each large tensor: a network call at 248x248 otherwise spends a third of its
+    time faulting in fresh pages (one 250 px sample 1.6 -> 1.0 s on a 2-core AMD EPYC; the
+    same samples bit for bit, the same peak memory). Process-wide, applied once; a no-op off
+    glibc or with SINDIFFUSION_NO_MALLOPT=1. Returns whether it applied."""
+    if not sys.platform.startswith("linux") or os.environ.get("SINDIFFUSION_NO_MALLOPT"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (musl, ...)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    # Older glibc refuses thresholds above 32 MB (HEAP_MAX_SIZE / 2): fall back to that.
+    for size in (1 << 30, 32 << 20):
+        if mallopt(m_mmap_threshold, size) == 1:
+            return mallopt(m_trim_threshold, size) == 1
+    return False
 
 
 def bf16_fast(device: torch.device) -> bool:
@@ -135,6 +159,8 @@ class Trainer:
             distributed.init(self.world, self.device)
         else:
             self.device = torch.device(device) if device is not None else default_device()
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.seed = seed
         tc = config.train
