@@ -25,7 +25,7 @@ from .errors import SinDiffusionError
 from .image import MIN_SIDE, from_uint8, load_image, to_uint8
 from .layout import layout_cut, layout_mismatch
 from .samplers import clipped, get_sampler, sample_dpmpp_2m
-from .train import Trainer, bf16_fast, default_device, initial_weights, keep_freed_memory
+from .train import Trainer, bf16_fast, default_device, initial_weights, keep_freed_memory_on
 from .unet import UNet, stride
 
 MAX_PIXELS_PER_BATCH = 1 << 20  # samples are drawn in chunks of about this many pixels
@@ -63,8 +63,7 @@ class SinDiffusion:
 
     def __init__(self, checkpoint: Checkpoint, device: str | torch.device | None = None):
         self.device = torch.device(device) if device is not None else default_device()
-        if self.device.type == "cpu":
-            keep_freed_memory()
+        keep_freed_memory_on(self.device)
         self._checkpoint = checkpoint
         self.config: Config = checkpoint.config
         self.image: torch.Tensor = checkpoint.image

@@ -37,6 +37,13 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def keep_freed_memory_on(device: torch.device) -> None:
+    """`keep_freed_memory()` for work on `device`, where it is a CPU (CUDA tensors live in
+    torch's own caching allocator)."""
+    if device.type == "cpu":
+        keep_freed_memory()
+
+
 @functools.cache
 def keep_freed_memory() -> bool:
     """Ask glibc's allocator to keep freed blocks of up to 1 GB for reuse instead of mapping
@@ -160,8 +167,7 @@ class Trainer:
             distributed.init(self.world, self.device)
         else:
             self.device = torch.device(device) if device is not None else default_device()
-        if self.device.type == "cpu":
-            keep_freed_memory()
+        keep_freed_memory_on(self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.seed = seed
         tc = config.train

@@ -40,7 +40,7 @@ from .api import SinDiffusion, _check_tensor
 from .config import Config, DiffusionConfig
 from .errors import SinDiffusionError
 from .image import load_image, resize
-from .train import keep_freed_memory
+from .train import keep_freed_memory_on
 
 QUERY_CHUNK = 2048  # noisy patches per distance block: bounds memory at chunk x refs scores
 
@@ -377,8 +377,7 @@ class ZeroTraining(SinDiffusion):
     ):
         # No super().__init__: there is no checkpoint and no network to build.
         self.device = torch.device(device or "cpu")
-        if self.device.type == "cpu":
-            keep_freed_memory()
+        keep_freed_memory_on(self.device)
         self.image = image
         self.step = 0
         self.denoiser = PatchDenoiser(image.to(self.device), **knobs)
