@@ -39,9 +39,8 @@ def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
 
 
-def time_samples(run: str, repeat: int) -> list[float]:
-    """Seconds for each of `repeat` single samples at the run's size, after one warm-up."""
-    model = sindiffusion.load(run)
+def time_samples(model: sindiffusion.SinDiffusion, repeat: int) -> list[float]:
+    """Seconds for each of `repeat` single samples at the model's size, after one warm-up."""
     model.sample(1, seed=999)  # warm-up: oneDNN picks its kernels on the first call
     times = []
     for i in range(repeat):
@@ -100,32 +99,33 @@ def main(argv: list[str] | None = None) -> int:
         "| run | size (W x H) | training steps | one sample, median (s) | min-max (s) |",
         "| --- | --- | ---: | ---: | --- |",
     ]
+    first = None  # the first run's model: its size and preset name the training row
     for run in args.runs:
         model = sindiffusion.load(run)
+        first = first or model
         h, w = model.size
-        times = time_samples(run, args.repeat)
+        times = time_samples(model, args.repeat)
         lines.append(
             f"| {run} | {w}x{h} | {model.step} | {statistics.median(times):.2f} "
             f"| {min(times):.2f}-{max(times):.2f} |"
         )
         print(lines[-1], flush=True)
     lines += ["", "| job (fresh process) | seconds | peak memory (GB) | target |", "| --- | ---: | ---: | --- |"]  # fmt: skip
-    first = args.runs[0]
+    run = args.runs[0]
     if args.large != "0":
-        r = in_child(["large", first, args.large], args.threads)
+        r = in_child(["large", run, args.large], args.threads)
         if not r["finite"]:
-            raise SystemExit(f"the {args.large} sample of {first} is not finite")
+            raise SystemExit(f"the {args.large} sample of {run} is not finite")
         lines.append(
-            f"| one {args.large} sample of {first} | {r['seconds']:.1f} | {r['peak_gb']:.2f} "
+            f"| one {args.large} sample of {run} | {r['seconds']:.1f} | {r['peak_gb']:.2f} "
             "| <= 8 GB |"
         )
         print(lines[-1], flush=True)
     if args.train_steps > 0:
-        model = sindiffusion.load(first)
-        h, w = model.size
-        r = in_child(["train", first, str(args.train_steps)], args.threads)
+        h, w = first.size
+        r = in_child(["train", run, str(args.train_steps)], args.threads)
         lines.append(
-            f"| training {args.train_steps} steps, {model.config.preset} preset, {w}x{h} "
+            f"| training {args.train_steps} steps, {first.config.preset} preset, {w}x{h} "
             f"| {r['seconds']:.1f} | {r['peak_gb']:.2f} | <= 4 GB |"
         )
         print(lines[-1], flush=True)

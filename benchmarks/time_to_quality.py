@@ -69,9 +69,8 @@ def score_samples(real: torch.Tensor, model, k: int, **kw) -> dict:
         images += inputs[0].shape[0]
 
     # The network and autoguidance's weaker copy; closed-form layout levels are not counted.
-    nets = [getattr(model, "_network", None)]
-    nets = [m for n in nets if n is not None for m in (n.unet, n.weak) if m is not None]
-    hooks = [m.register_forward_hook(count) for m in nets]
+    net = model._network
+    hooks = [m.register_forward_hook(count) for m in (net.unet, net.weak) if m is not None]
     try:
         t0 = time.perf_counter()
         fakes = model.sample(n=k, size=tuple(real.shape[-2:]), seed=0, **kw)
