@@ -38,10 +38,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from quality import parse_images
 
 import sindiffusion
 from sindiffusion.apps import edit, harmonize, outpaint, paint, regenerate
-from sindiffusion.bench import parse_images
 from sindiffusion.guidance import ClassScore, GradientGuidance, find_class
 from sindiffusion.image import load_image, make_grid, save_image
 from sindiffusion.metrics import efficientnet_lite0
@@ -72,9 +72,7 @@ def seam_score(image: torch.Tensor, mask: torch.Tensor) -> float:
 def get_model(path: Path, args):
     """The cached run for `path`, or train one; with --zero the zero-training model."""
     if args.zero:
-        from sindiffusion.zero import zero_training
-
-        return zero_training(path, device=args.device)
+        return sindiffusion.zero_training(path, device=args.device)
     cache, minutes, device = args.run_cache, args.minutes, args.device
     run = cache / path.stem
     if (run / "checkpoint.safetensors").exists():
@@ -138,9 +136,9 @@ def class_bench(model, name: str, target: str, args, out: Path):
     rows, samples = [], []
     for scale in args.scales:
         score = ClassScore([c], clf, cuts=args.cuts, cut_size=args.cut_size, seed=0)
-        den = GradientGuidance(model.denoiser, score, scale)
+        steer = lambda den, score=score, scale=scale: GradientGuidance(den, score, scale)  # noqa: E731
         t0 = time.perf_counter()
-        fakes = model.sample(n=args.n, steps=args.steps, seed=0, denoiser=den)
+        fakes = model.sample(n=args.n, steps=args.steps, seed=0, guide=steer)
         dt = (time.perf_counter() - t0) / args.n
         with torch.no_grad():
             x = F.interpolate(fakes.to(model.device), (224, 224), mode="bilinear", antialias=True)

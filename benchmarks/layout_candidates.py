@@ -5,7 +5,7 @@ layouts, score each with `layout_mismatch` (Fréchet distance of their coarse pa
 to the training image's), finish every candidate with the network, and compare the chosen samples with
 the first candidates (what 1 candidate gives) on SIFID-E and pixel diversity. The layouts are
 whole closed-form images noised afresh to `--renoise` for the network (the run's
-`layout_renoise` by default), or with `--renoise 0` the clean estimates at the level where
+`sampling.renoise` by default), or with `--renoise 0` the clean estimates at the level where
 `sample` compares them (`layout_cut`: one closed-form level before the network takes over
 mid-path). Writes a picture (per row: the training image, the N layouts
 with their scores, the N finished samples; the chosen one framed in red) and a table (printed
@@ -25,32 +25,29 @@ from PIL import Image, ImageDraw
 import sindiffusion
 from sindiffusion.checkpoint import load_checkpoint
 from sindiffusion.image import atomic_write, tensor_to_pil
-from sindiffusion.layout import layout_cut, layout_mismatch
+from sindiffusion.layout import layout_mismatch, random_shifts
 from sindiffusion.metrics.diversity import pixel_diversity
 from sindiffusion.metrics.sifid import sifid
-from sindiffusion.samplers import clipped, get_sampler
+from sindiffusion.sampling import build_plan
 
 
 def candidate_row(model, n: int, seed: int, renoise: float):
     """n layouts (n, 3, h, w), their mismatch scores (n,) and the finished samples (n, 3, h, w)
-    each of them becomes, all from one seeded generator."""
-    den = clipped(model.denoiser) if model.config.diffusion.clip_denoised else model.denoiser
-    fn = get_sampler(model.config.diffusion.sampler)
-    sigmas = model.denoiser.sampling_sigmas(model.config.diffusion.sample_steps)
-    g = torch.Generator().manual_seed(seed)
-    plan = model._renoise_plan(sigmas, renoise)
-    if plan is not None:
-        layouts = model.draw_layouts(den, n, model.size, plan[0], g)
-        finals = model.finish_layouts(fn, den, layouts, plan[1], g).clamp(-1, 1)
-        return layouts, layout_mismatch(layouts, model.image), finals
-    cut = layout_cut(model.denoiser, sigmas)
-    if cut == 0:
+    each of them becomes, all from one seeded generator, through the stages `sample` runs."""
+    plan = build_plan(model.parts, model.options(candidates=2, renoise=renoise))
+    if len(plan.stages) != 2:
         raise SystemExit("not a hybrid model with levels above its switch (hybrid_sigma > 0).")
-    x = torch.randn((n, 3, *model.size), generator=g) * sigmas[0]
-    x = fn(den, x, sigmas[:cut], generator=g)
-    layouts = den(x, sigmas[cut - 1])
-    finals = fn(den, x, sigmas[cut - 1 :], generator=g).clamp(-1, 1)
-    return layouts, layout_mismatch(layouts, model.image), finals
+    first, second = plan.stages
+    g = torch.Generator().manual_seed(seed)
+    shift = random_shifts(n, plan.shift, g, model.device)
+    extra = {} if shift is None else {"shift": shift}
+    x = torch.randn((n, 3, *model.size), generator=g) * first.sigmas[0]
+    x = first.sampler(first.denoiser, x, first.sigmas, generator=g, extra_args=extra)
+    layouts = x if plan.renoise else first.denoiser(x, first.sigmas[-1], **extra)
+    if plan.renoise:
+        x, extra = x + second.sigmas[0] * torch.randn(x.shape, generator=g), {}
+    finals = second.sampler(second.denoiser, x, second.sigmas, generator=g, extra_args=extra)
+    return layouts, layout_mismatch(layouts, model.image), finals.clamp(-1, 1)
 
 
 def draw_rows(image: torch.Tensor, rows: list) -> Image.Image:
@@ -90,7 +87,7 @@ def main() -> None:
     p.add_argument(
         "--layout-prior",
         type=float,
-        help="the closed-form denoiser's position prior (default: each run's layout_prior)",
+        help="the closed-form denoiser's position prior (default: each run's sampling.patch.prior)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench-out/layout", help="output folder")
@@ -105,9 +102,9 @@ def main() -> None:
     for run in args.runs:
         ckpt = load_checkpoint(run)
         if args.layout_prior is not None:
-            ckpt.config.diffusion.layout_prior = args.layout_prior
-        model = sindiffusion.SinDiffusion(ckpt, device="cpu")
-        renoise = model.config.diffusion.layout_renoise if args.renoise is None else args.renoise
+            ckpt.config.sampling.patch.prior = args.layout_prior
+        model = sindiffusion.SinDiffusion.from_checkpoint(ckpt, device="cpu")
+        renoise = model.config.sampling.renoise if args.renoise is None else args.renoise
         rows = [
             candidate_row(model, args.candidates, args.seed + r, renoise) for r in range(args.rows)
         ]

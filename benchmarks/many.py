@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from sindiffusion.config import Config, DiffusionConfig, ModelConfig, TrainConfig
+from sindiffusion.config import Config, DiffusionConfig, ModelConfig, SamplingConfig, TrainConfig
 
 PLACES50 = Path("/work/shared/data/places50")
 
@@ -33,7 +33,8 @@ def small_config(steps: int, max_size: int) -> Config:
     return Config(
         preset="bench-small",
         model=ModelConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, groups=4),
-        diffusion=DiffusionConfig(parameterization="edm", sampler="dpmpp_2m", sample_steps=8),
+        diffusion=DiffusionConfig(parameterization="edm"),
+        sampling=SamplingConfig(sampler="dpmpp_2m", steps=8),
         train=TrainConfig(
             steps=steps,
             batch_size=4,

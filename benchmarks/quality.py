@@ -1,8 +1,546 @@
-"""Quality benchmark on Places50 beside SinGAN, GPNN, GPDM; see `sindiffusion.bench` and --help."""
+"""The quality benchmark: our model beside other methods' outputs on a folder of images.
 
+For each selected image: train (or reuse) a model, draw K samples at the image's own size,
+score them with `metrics.score` against the image; score each comparison folder (one output
+per image, `n.png` beside `n.jpg`) the same way. Writes to the output folder:
+
+- ``table.md``: method x metric, mean ± std over images, training minutes and seconds per sample;
+- ``per_image.csv``: one row per (method, image);
+- ``contact.png``: one row per image: real | 3 of our samples | each comparison method;
+- ``scores/``: one JSON per (method, image), so an interrupted run resumes where it stopped;
+- ``samples/``: our samples as PNGs.
+
+    python benchmarks/quality.py --images 1-7,12-14 --minutes 5
+    python benchmarks/quality.py --images 1-2 --steps 20 --k 2 --out bench-out/smoke   # smoke test
+
+Paths default to the repository root's neighbour ../shared (run it from the repository root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import inspect
+import io
+import json
+import re
 import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from sindiffusion.bench import main
+import torch
+
+from sindiffusion import SinDiffusion, preset, train, zero_training
+from sindiffusion.checkpoint import Checkpoint, checkpoint_path, load_checkpoint
+from sindiffusion.config import Config, PatchConfig
+from sindiffusion.errors import SinDiffusionError
+from sindiffusion.image import (
+    IMAGE_SUFFIXES,
+    atomic_write,
+    contact_sheet,
+    from_uint8,
+    load_image,
+    natural_key,
+    save_image,
+    to_uint8,
+)
+from sindiffusion.image import list_images as image_files
+from sindiffusion.metrics import match_sizes, score
+from sindiffusion.report import markdown_table, mean_std
+
+DEFAULT_DATA = "../shared/data/places50"
+DEFAULT_BASELINES = "../shared/data/baselines/places50"
+DEFAULT_COMPARE = ("singan", "gpnn", "gpdm")
+CONTACT_SAMPLES = 3  # our samples per contact-sheet row
+
+# Table columns: (key, header); arrows say which direction is better.
+COLUMNS = (
+    ("sifid_e", "SIFID-E ↓"),
+    ("sifid", "SIFID ↓"),
+    ("pixel_diversity", "pixel div. ↑"),
+    ("lpips_e", "LPIPS-E ↑"),
+    ("patch_nn", "patch NN ↓"),
+    ("patch_swd", "patch SWD ↓"),
+    ("copy_score", "copy ↓"),
+    ("train_minutes", "train min"),
+    ("sample_seconds", "s / sample"),
+)
+
+
+@dataclass
+class Method:
+    """One row of the table: a name, a cache key, and how to get its fakes for one image."""
+
+    name: str  # row label, e.g. "ours (fast, 5 min)" or "singan"
+    key: str  # folder-safe name for the score cache and samples, e.g. "ours-fast-5min"
+    # fakes(stem, path, real) -> (fakes (N, 3, H, W) in [-1, 1] or None if missing, extra dict)
+    fakes: Callable[[str, Path, torch.Tensor], tuple[torch.Tensor | None, dict]]
+    samples_dir: Path  # where its images lie: stem.png, or stem/sample-NNN.png when sampled
+    k: int | None = None  # samples drawn per image; None: one given output per image
+    # fingerprint(stem) -> what its fakes come from now (e.g. which trained run); a cached
+    # score with another fingerprint is recomputed
+    fingerprint: Callable[[str], str] | None = None
+
+
+# --- image selection ----------------------------------------------------------------------------
+def parse_images(text: str) -> list[int]:
+    """'1-7,12-14' -> [1, 2, ..., 7, 12, 13, 14] (sorted, no repeats); raises SinDiffusionError."""
+    numbers: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m or (m.group(2) and int(m.group(2)) < int(m.group(1))):
+            raise SinDiffusionError(
+                f"--images {text!r} is not a list of numbers and ranges; write it like 1-7,12-14."
+            )
+        lo = int(m.group(1))
+        numbers.update(range(lo, int(m.group(2) or lo) + 1))
+    return sorted(numbers)
+
+
+def list_images(folder: Path, numbers: Sequence[int] | None = None) -> list[Path]:
+    """The image files of `folder` in natural order (2 before 10), or those whose stem is one
+    of `numbers`, in that order."""
+    files = sorted(image_files(folder), key=natural_key)
+    if numbers is None:
+        return files
+    by_stem = {p.stem: p for p in files}
+    missing = [str(n) for n in numbers if str(n) not in by_stem]
+    if missing:
+        raise SinDiffusionError(
+            f"{folder} has no image named {', '.join(missing[:5])}; check --images."
+        )
+    return [by_stem[str(n)] for n in numbers]
+
+
+def find_by_stem(folder: Path, stem: str) -> Path | None:
+    """The image file `stem.*` in `folder` (n.png for n.jpg), or None."""
+    for p in sorted(folder.glob(f"{stem}.*")):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            return p
+    return None
+
+
+# --- table ----------------------------------------------------------------------------------------
+def _cell(values: Sequence[float]) -> str:
+    if not values:
+        return "n/a"
+    m, s = mean_std(values)
+    digits = 3 if abs(m) < 10 else 1
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+
+
+def format_table(records: dict[str, dict[str, dict]], images: Sequence[str] | None = None) -> str:
+    """A markdown table, one row per method, one column per metric: mean ± std over images.
+
+    records: method name -> image stem -> {"scores": {metric: value}, "train_minutes": float or
+    None, "sample_seconds": float or None}; images: restrict to these stems. Columns that no
+    method has are left out; a method without a value for a column shows n/a.
+    """
+    rows = []
+    for name, per_image in records.items():
+        chosen = [r for s, r in per_image.items() if images is None or s in images]
+        cols = {}
+        for key, _ in COLUMNS:
+            vals = [r.get(key) if key.endswith(("minutes", "seconds")) else r["scores"].get(key)
+                    for r in chosen]  # fmt: skip
+            cols[key] = [v for v in vals if v is not None]
+        rows.append((name, len(chosen), cols))
+    used = [(k, h) for k, h in COLUMNS if any(cols[k] for _, _, cols in rows)]
+    return markdown_table(
+        ["method", "images", *(h for _, h in used)],
+        [(name, n, *(_cell(cols[k]) for k, _ in used)) for name, n, cols in rows],
+        align="l",
+    ).rstrip("\n")
+
+
+def write_csv(records: dict[str, dict[str, dict]], path: Path) -> None:
+    """One row per (method, image): every metric, training minutes, seconds per sample."""
+    keys = [k for k, _ in COLUMNS]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["method", "image", "n_fakes", *keys])
+    for name, per_image in records.items():
+        for stem, r in per_image.items():
+            vals = [r.get(k) if k.endswith(("minutes", "seconds")) else r["scores"].get(k)
+                    for k in keys]  # fmt: skip
+            writer.writerow(
+                [name, stem, r.get("n_fakes", "")] + ["" if v is None else f"{v:.6g}" for v in vals]
+            )
+    atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+# --- methods ------------------------------------------------------------------------------------
+def run_status(
+    run_dir: Path, config: Config, minutes: float | None, steps: int | None
+) -> tuple[str, Checkpoint | None]:
+    """The state of a cached run folder: "missing", "stale" (trained with another config),
+    "partial" (budget not spent: resume it) or "finished"; and its checkpoint, if any, with
+    `config`'s sampling settings (a run differing only in those is not retrained)."""
+    if not checkpoint_path(run_dir).exists():
+        return "missing", None
+    ckpt = load_checkpoint(run_dir)
+    adopted = dataclasses.replace(ckpt.config, sampling=config.sampling)
+    if adopted.to_dict() != config.to_dict():
+        return "stale", ckpt
+    ckpt.config = adopted
+    done = ckpt.step >= steps if steps is not None else ckpt.elapsed >= minutes * 60
+    return ("finished" if done else "partial"), ckpt
+
+
+def run_fingerprint(ckpt: Checkpoint) -> str:
+    """Which trained model and sampling settings a score came from: config hash (sampling
+    settings included), steps, training seconds."""
+    digest = hashlib.sha1(ckpt.config.to_json().encode()).hexdigest()[:12]
+    return f"{digest}-{ckpt.step}-{ckpt.elapsed:.3f}"
+
+
+def train_or_load(
+    image: Path,
+    run_dir: Path,
+    config: Config,
+    minutes: float | None,
+    steps: int | None,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+) -> tuple[SinDiffusion, Checkpoint]:
+    """Our model for `image`: the finished run in `run_dir` if it was trained with `config`,
+    else trained with `sindiffusion.train` (an interrupted run is resumed, a run of another
+    config is retrained). Returns the model and its checkpoint."""
+    status, ckpt = run_status(run_dir, config, minutes, steps)
+    if status == "finished":
+        return SinDiffusion.from_checkpoint(ckpt, device=device), ckpt
+    if status == "stale":
+        print(f"  note: {run_dir} was trained with another config; retraining", file=sys.stderr)
+    model = train(
+        image, config=config, out=run_dir, steps=steps, minutes=minutes,
+        seed=seed, resume=status == "partial", device=device, progress=progress,
+    )  # fmt: skip
+    status, ckpt = run_status(run_dir, config, minutes, steps)
+    if status != "finished":  # train() saves and returns on Ctrl-C: stop the benchmark too
+        raise KeyboardInterrupt
+    return model, ckpt
+
+
+def _folder_method(name: str, folder: Path) -> Method:
+    """A comparison method whose outputs lie in `folder` as stem.png (one per image)."""
+
+    def fakes(stem: str, path: Path, real: torch.Tensor):
+        file = find_by_stem(folder, stem)
+        if file is None:
+            return None, {}
+        return load_image(file)[None], {}
+
+    return Method(name=name, key=name, fakes=fakes, samples_dir=folder)
+
+
+def _sampled_method(name: str, key: str, out: Path, k: int, seed: int, model_for) -> Method:
+    """A method that draws `k` samples per image from `model_for(stem, path, real)`, timed,
+    and keeps them as PNGs in out/samples/<key>/<stem>/."""
+    folder = out / "samples" / key
+
+    def fakes(stem: str, path: Path, real: torch.Tensor):
+        model, extra = model_for(stem, path, real)
+        t0 = time.perf_counter()
+        samples = model.sample(n=k, size=tuple(real.shape[-2:]), seed=seed)
+        extra["sample_seconds"] = (time.perf_counter() - t0) / k
+        d = folder / stem
+        for old in d.glob("sample-*.png"):
+            old.unlink()
+        for i, x in enumerate(samples):
+            save_image(x, d / f"sample-{i:03d}.png")
+        # Scored as the 8-bit images we keep, like the comparison methods' PNGs.
+        return from_uint8(to_uint8(samples)), extra
+
+    return Method(name=name, key=key, fakes=fakes, samples_dir=folder, k=k)
+
+
+def _budget_tag(args: argparse.Namespace) -> str:
+    return f"{args.steps}steps" if args.steps is not None else f"{args.minutes:g}min"
+
+
+def _budget_label(args: argparse.Namespace) -> str:
+    return f"{args.steps} steps" if args.steps is not None else f"{args.minutes:g} min"
+
+
+def build_methods(args: argparse.Namespace) -> list[Method]:
+    """Our model, optionally zero-training, then the comparison folders, in table order."""
+    out, cache = Path(args.out), Path(args.cache)
+    run_tag = f"{args.preset}-{_budget_tag(args)}"
+
+    config = preset(args.preset)
+    minutes = None if args.steps else args.minutes
+
+    def ours(stem: str, path: Path, real: torch.Tensor):
+        model, ckpt = train_or_load(
+            path, cache / run_tag / stem, config, minutes, args.steps,
+            seed=args.seed, device=args.device, progress=not args.quiet,
+        )  # fmt: skip
+        return model, {"train_minutes": ckpt.elapsed / 60, "fingerprint": run_fingerprint(ckpt)}
+
+    def fingerprint(stem: str) -> str:
+        status, ckpt = run_status(cache / run_tag / stem, config, minutes, args.steps)
+        return run_fingerprint(ckpt) if status == "finished" else status
+
+    label = f"ours ({args.preset}, {_budget_label(args)})"
+    methods = [_sampled_method(label, f"ours-{run_tag}", out, args.k, args.seed, ours)]
+    methods[0].fingerprint = fingerprint
+    if args.zero_training:
+
+        def zero(stem: str, path: Path, real: torch.Tensor):
+            return zero_training(real, device=args.device), {"train_minutes": 0.0}
+
+        methods.append(
+            _sampled_method("zero-training", "zero-training", out, args.k, args.seed, zero)
+        )
+        # Scores are kept until the closed-form denoiser's default knobs or sampler change.
+        defaults = inspect.signature(zero_training).parameters
+        knobs = asdict(PatchConfig()) | {k: defaults[k].default for k in ("sampler", "steps")}
+        knobs = json.dumps(knobs, sort_keys=True).encode()
+        digest = hashlib.sha1(knobs).hexdigest()[:12]
+        methods[-1].fingerprint = lambda stem: digest
+    for name, folder in _comparisons(args):
+        methods.append(_folder_method(name, folder))
+    return methods
+
+
+def _comparisons(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    if args.no_compare:
+        return []
+    if args.compare:
+        pairs = []
+        for item in args.compare:
+            name, sep, folder = item.partition("=")
+            if not sep or not name or not folder:
+                raise SinDiffusionError(f"--compare {item!r} is not NAME=FOLDER.")
+            if not Path(folder).is_dir():
+                raise SinDiffusionError(f"--compare {name}: {folder} is not a folder.")
+            pairs.append((name, Path(folder)))
+        return pairs
+    base = Path(DEFAULT_BASELINES)
+    found = [(n, base / n) for n in DEFAULT_COMPARE if (base / n).is_dir()]
+    if not found:
+        print(f"note: no comparison folders in {base}; scoring our model only", file=sys.stderr)
+    return found
+
+
+# --- the run ------------------------------------------------------------------------------------
+def score_method(
+    method: Method,
+    stem: str,
+    path: Path,
+    real: torch.Tensor,
+    record_file: Path,
+    args: argparse.Namespace,
+) -> dict | None:
+    """The cached record of `method` on one image, or a fresh one (then cached); None if the
+    method has no output for this image."""
+    if record_file.exists():
+        record = json.loads(record_file.read_text())
+        now = method.fingerprint(stem) if method.fingerprint else None
+        if (record.get("k"), record.get("size"), record.get("fingerprint")) == (
+            method.k, list(real.shape[-2:]), now,
+        ):  # fmt: skip
+            return record
+    fakes, extra = method.fakes(stem, path, real)
+    if fakes is None:
+        return None
+    fakes, notes = match_sizes(real, fakes)
+    for note in notes:
+        print(f"  note: {method.name} on {stem}: {note}", file=sys.stderr)
+    scores = score(
+        real, fakes, backbone=args.backbone, device=args.score_device,
+        inception_weights=args.inception_weights,
+    )  # fmt: skip
+    record = {
+        "method": method.name,
+        "image": stem,
+        "n_fakes": int(fakes.shape[0]),
+        "k": method.k,
+        "size": list(real.shape[-2:]),
+        "fingerprint": extra.get("fingerprint"),
+        "scores": scores,
+        "train_minutes": extra.get("train_minutes"),
+        "sample_seconds": extra.get("sample_seconds"),
+    }
+    atomic_write(record_file, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
+    return record
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark with parsed arguments (see `add_arguments`); returns 0."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    numbers = parse_images(args.images) if args.images else None
+    files = list_images(Path(args.data), numbers)
+    out = Path(args.out)
+    methods = build_methods(args)
+    score_dir = out / "scores" / args.backbone
+    records: dict[str, dict[str, dict]] = {m.name: {} for m in methods}
+    t_start = time.perf_counter()
+    for i, path in enumerate(files, 1):
+        stem = path.stem
+        real = load_image(path, max_size=args.max_size)
+        h, w = real.shape[-2:]
+        print(f"[{i}/{len(files)}] {path.name} ({w}x{h})", flush=True)
+        for m in methods:
+            t0 = time.perf_counter()
+            record = score_method(m, stem, path, real, score_dir / m.key / f"{stem}.json", args)
+            if record is None:
+                continue
+            records[m.name][stem] = record
+            s = record["scores"]
+            key = "sifid_e" if "sifid_e" in s else "sifid"
+            div = s.get("pixel_diversity")
+            print(
+                f"  {m.name:<24} {key} {s[key]:.3f}  div {'n/a' if div is None else f'{div:.3f}'}"
+                f"  copy {s['copy_score']:.3f}  ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
+    print(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")
+
+    table = _report(records, files, args)
+    atomic_write(out / "table.md", lambda tmp: Path(tmp).write_text(table))
+    write_csv(records, out / "per_image.csv")
+    _write_contact(methods, files, out)
+    print(table)
+    print(f"wrote {out / 'table.md'}, {out / 'per_image.csv'} and {out / 'contact.png'}")
+    return 0
+
+
+def _report(records: dict[str, dict[str, dict]], files: Sequence[Path], args) -> str:
+    stems = [p.stem for p in files]
+    budget = _budget_label(args)
+    parts = [
+        f"# Quality benchmark: {Path(args.data).name}, images {', '.join(stems)}",
+        "",
+        f"Ours: preset `{args.preset}`, {budget} of training per image, {args.k} samples per "
+        f"image at the image's size (seed {args.seed}); torch threads: {torch.get_num_threads()}. "
+        "Mean ± std over images; s / sample is the wall time of one batch of K samples / K. "
+        "Comparison methods have one output per image "
+        "(diversity n/a; their training and sampling times are not known here). "
+        + (
+            "SIFID-E is SIFID on EfficientNet-Lite0 features: not comparable with published "
+            "(Inception) SIFID values."
+            if args.backbone == "efficientnet"
+            else "SIFID on InceptionV3 as in SinGAN's code."
+        ),
+        "",
+        format_table(records),
+    ]
+    common = [s for s in stems if all(s in r for r in records.values())]
+    if 0 < len(common) < len(stems) and len(records) > 1:
+        parts += [
+            "",
+            f"Only the images every method has ({', '.join(common)}):",
+            "",
+            format_table(records, images=common),
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def _write_contact(methods: Sequence[Method], files: Sequence[Path], out: Path) -> None:
+    headers = ["real"]
+    rows: list[list[Path | None]] = [[p] for p in files]
+    for m in methods:
+        n = 1 if m.k is None else min(CONTACT_SAMPLES, m.k)
+        headers += [m.name] + [""] * (n - 1)
+        for row, path in zip(rows, files, strict=True):
+            if m.k is not None:
+                found = sorted((m.samples_dir / path.stem).glob("sample-*.png"))[:n]
+                row += found + [None] * (n - len(found))
+            else:
+                row.append(find_by_stem(m.samples_dir, path.stem))
+    labels = [[p.stem] for p in files]
+    sheet = contact_sheet(rows, headers, labels=labels)
+    save_image(sheet, out / "contact.png")
+
+
+# --- command line -------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return v
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The benchmark's options."""
+    p.add_argument(
+        "data", nargs="?", default=DEFAULT_DATA, help=f"folder of images (default {DEFAULT_DATA})"
+    )
+    p.add_argument(
+        "--images", help="image numbers (file stems), e.g. 1-10 or 1-7,12-14 (default all)"
+    )
+    p.add_argument("--preset", default="fast", help="our preset (default fast)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--minutes",
+        type=_positive_float,
+        default=5.0,
+        help="training minutes per image (default 5)",
+    )
+    budget.add_argument(
+        "--steps", type=_positive_int, help="training steps per image instead of minutes"
+    )
+    p.add_argument("--k", type=_positive_int, default=10, help="our samples per image (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="training and sampling seed (default 0)")
+    p.add_argument(
+        "--max-size", type=_positive_int, default=250, help="long side of the real image (250)"
+    )
+    p.add_argument(
+        "--cache", default="bench-out/cache", help="trained run folders (default bench-out/cache)"
+    )
+    p.add_argument("--out", default="bench-out/quality", help="output folder (bench-out/quality)")
+    p.add_argument(
+        "--compare",
+        action="append",
+        metavar="NAME=DIR",
+        help=f"a folder of another method's outputs, n.png per image n (repeatable; default: "
+        f"{', '.join(DEFAULT_COMPARE)} from {DEFAULT_BASELINES})",
+    )
+    p.add_argument("--no-compare", action="store_true", help="score our model only")
+    p.add_argument("--zero-training", action="store_true", help="add the zero-training mode's row")
+    p.add_argument("--backbone", choices=("efficientnet", "inception"), default="efficientnet")
+    p.add_argument("--inception-weights", help="InceptionV3 weights file for --backbone inception")
+    p.add_argument("--device", help="training and sampling device (default: cuda if available)")
+    p.add_argument("--score-device", default="cpu", help="metric device (default cpu)")
+    p.add_argument(
+        "--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no training progress bars")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv`, run, print errors as one line."""
+    parser = argparse.ArgumentParser(prog="quality.py", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    try:
+        return run(args)
+    except SinDiffusionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -38,7 +38,7 @@ def run_job(variant, image: str, deadline: float, out: Path, device: str, k: int
     import torch
 
     torch.set_num_threads(1)  # the workers share the machine's cores
-    from sindiffusion.api import SinDiffusion, train
+    from sindiffusion import SinDiffusion, train
     from sindiffusion.config import preset
     from sindiffusion.image import from_uint8, load_image, save_image, to_uint8
     from sindiffusion.metrics import score
@@ -53,12 +53,13 @@ def run_job(variant, image: str, deadline: float, out: Path, device: str, k: int
     t0 = time.time()
     model = train(image, config=cfg, steps=steps, minutes=left / 60, device=device, progress=False)
     train_s = time.time() - t0
-    ckpt, stem = model._checkpoint, Path(image).stem
+    ckpt, stem = model.checkpoint, Path(image).stem
     real = load_image(image, max_size=cfg.train.max_size)
     rows = []
     for switch in switches:
-        ckpt.config.diffusion = dataclasses.replace(ckpt.config.diffusion, hybrid_sigma=switch)
-        x = SinDiffusion(ckpt, device=device).sample(n=k, size=tuple(real.shape[-2:]), seed=0)
+        ckpt.config.sampling = dataclasses.replace(ckpt.config.sampling, hybrid_sigma=switch)
+        model = SinDiffusion.from_checkpoint(ckpt, device=device)
+        x = model.sample(n=k, size=tuple(real.shape[-2:]), seed=0)
         x = from_uint8(to_uint8(x))  # scored as the 8-bit images a user gets
         row = {"variant": name, "image": stem, "switch": switch, "steps": ckpt.step,
                "train_s": round(train_s, 1), **score(real, x, device=device)}  # fmt: skip
@@ -82,7 +83,7 @@ def main() -> int:
     p.add_argument("--out", default="bench-out/steps-sweep")
     args = p.parse_args()
 
-    from sindiffusion.bench import list_images, parse_images
+    from quality import list_images, parse_images
 
     out = Path(args.out)
     (out / "samples").mkdir(parents=True, exist_ok=True)

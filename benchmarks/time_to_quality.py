@@ -69,8 +69,8 @@ def score_samples(real: torch.Tensor, model, k: int, **kw) -> dict:
         images += inputs[0].shape[0]
 
     # The network and autoguidance's weaker copy; closed-form layout levels are not counted.
-    net = model._network
-    hooks = [m.register_forward_hook(count) for m in (net.unet, net.weak) if m is not None]
+    nets = [model.network, model.weak_network]
+    hooks = [net.unet.register_forward_hook(count) for net in nets if net is not None]
     try:
         t0 = time.perf_counter()
         fakes = model.sample(n=k, size=tuple(real.shape[-2:]), seed=0, **kw)

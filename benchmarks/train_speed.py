@@ -16,7 +16,8 @@ import time
 import torch
 
 from sindiffusion.config import preset
-from sindiffusion.train import Trainer, bf16_fast
+from sindiffusion.device import bf16_fast
+from sindiffusion.trainer import Trainer
 from sindiffusion.unet import UNet, count_parameters
 
 H, W = 188, 252

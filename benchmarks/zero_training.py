@@ -19,22 +19,22 @@ import json
 import resource
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-
-from sindiffusion import zero_training
-from sindiffusion.bench import (
+from quality import (
     DEFAULT_BASELINES,
     DEFAULT_COMPARE,
     DEFAULT_DATA,
-    contact_sheet,
     find_by_stem,
     format_table,
     list_images,
     parse_images,
 )
-from sindiffusion.image import atomic_write, load_image, parse_size, save_image
+
+from sindiffusion import zero_training
+from sindiffusion.image import atomic_write, contact_sheet, load_image, parse_size, save_image
 
 
 def peak_rss_mb() -> float:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--baselines", default=DEFAULT_BASELINES)
     p.add_argument("--out", default="bench-out/zero")
-    p.add_argument("--knobs", default="{}", help="ZeroConfig knobs as JSON")
+    p.add_argument("--knobs", default="{}", help="PatchConfig knobs as JSON")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--sampler", default=None, help="sampler (default: the model's)")
     p.add_argument("--large", default="1024x1024", help="size of the timed large sample; 0: skip")
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             if base is not None:
                 records[name][stem] = {"scores": score(real, load_image(base)[None])}
         sheet_rows.append(row)
-        labels.append(stem)
+        labels.append([stem])
 
     table = format_table({k: v for k, v in records.items() if v})
     lines = [table, ""]
@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             f"process (sampling and scoring): {peak_rss_mb():.0f} MB."
         )
     lines.append(
-        f"Knobs: {json.dumps(first_model.knobs()) if first_model else knobs}; "
-        f"sampler {args.sampler or first_model.config.diffusion.sampler}, "
-        f"steps {args.steps or first_model.config.diffusion.sample_steps}; "
+        f"Knobs: {json.dumps(asdict(first_model.config.sampling.patch)) if first_model else knobs}; "
+        f"sampler {args.sampler or first_model.config.sampling.sampler}, "
+        f"steps {args.steps or first_model.config.sampling.steps}; "
         f"{args.threads} threads; K = {args.k}."
     )
     text = "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sindiffusion.config import Config, DiffusionConfig, ModelConfig, TrainConfig
+from sindiffusion.config import Config, DiffusionConfig, ModelConfig, SamplingConfig, TrainConfig
 
 # Tiny networks gain nothing from a second thread, and one thread keeps timings steady when
 # the machine is shared.
@@ -61,7 +61,8 @@ def tiny_config(**train) -> Config:
     return Config(
         preset="tiny",
         model=ModelConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, groups=4),
-        diffusion=DiffusionConfig(parameterization="edm", sampler="dpmpp_2m", sample_steps=4),
+        diffusion=DiffusionConfig(parameterization="edm"),
+        sampling=SamplingConfig(sampler="dpmpp_2m", steps=4),
         train=TrainConfig(**t),
     )
 

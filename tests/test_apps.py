@@ -17,15 +17,12 @@ from sindiffusion.apps import (
     edit,
     harmonize,
     inpaint,
-    load_mask,
     outpaint,
     outpaint_canvas,
     paint,
     parse_extend,
-    resampled,
     sdedit,
 )
-from sindiffusion.apps.outpaint import schedule
 from sindiffusion.cli import main
 from sindiffusion.errors import SinDiffusionError
 from sindiffusion.guidance import (
@@ -37,8 +34,9 @@ from sindiffusion.guidance import (
     find_class,
     load_clip,
 )
-from sindiffusion.image import from_uint8, to_uint8
-from sindiffusion.samplers import SAMPLERS, get_sampler
+from sindiffusion.image import from_uint8, load_mask, to_uint8
+from sindiffusion.samplers import SAMPLERS, get_sampler, resampled
+from sindiffusion.sampling import start_at
 
 
 @pytest.fixture(scope="module")
@@ -179,13 +177,14 @@ def test_inpaint_tensor_mask_of_wrong_size(model):
 
 # --- SDEdit family ------------------------------------------------------------------------------
 def test_strength_is_a_position_on_the_schedule(model):
-    full = model.denoiser.sampling_sigmas(10)
-    assert torch.equal(schedule(model, 10, 1.0), full)
-    assert torch.equal(schedule(model, 10, 0.5), full[5:])
-    assert len(schedule(model, 10, 0.01)) == 2  # at least one step
+    full = model.sigmas(10)
+    assert len(full) == 11 and full[-1] == 0
+    assert torch.equal(start_at(full, 1.0), full)
+    assert torch.equal(start_at(full, 0.5), full[5:])
+    assert len(start_at(full, 0.01)) == 2  # at least one step
     for bad in (0.0, 1.5, -1):
         with pytest.raises(SinDiffusionError, match="strength"):
-            schedule(model, 10, bad)
+            start_at(full, bad)
 
 
 def test_sdedit_stays_closer_to_the_input_at_low_strength(model):
@@ -204,7 +203,7 @@ def test_harmonize_and_edit_keep_everything_outside_the_mask(model):
         out = fn(model, img, mask, n=1)
         assert torch.equal(to_uint8(out[0][:, ~mask]), to_uint8(img[:, ~mask]))
         assert not torch.equal(out[0][:, mask], img[:, mask])
-    assert sdedit(model, None, 0.3).shape == (1, 3, 32, 32)  # default: the training image
+    assert sdedit(model, None, 0.3).shape == (4, 3, 32, 32)  # default: the training image
 
 
 # --- guidance -----------------------------------------------------------------------------------
@@ -212,21 +211,22 @@ def brightness(x0: torch.Tensor) -> torch.Tensor:
     return x0.mean(dim=(1, 2, 3))
 
 
+def brighter(scale: float, sigma_range=(0.0, float("inf"))):
+    """A guide towards brighter images."""
+    return lambda den: GradientGuidance(den, brightness, scale, sigma_range)
+
+
 def test_guidance_changes_the_sample_and_off_leaves_it_bit_identical(model):
     plain = model.sample(n=2, seed=0)
-    for off in (
-        GradientGuidance(model.denoiser, brightness, scale=0.0),
-        GradientGuidance(model.denoiser, brightness, scale=1.0, sigma_range=(1e3, 1e4)),
-    ):
-        assert torch.equal(model.sample(n=2, seed=0, denoiser=off), plain)
-    on = model.sample(n=2, seed=0, denoiser=GradientGuidance(model.denoiser, brightness, 0.5))
+    for off in (brighter(0.0), brighter(1.0, sigma_range=(1e3, 1e4))):
+        assert torch.equal(model.sample(n=2, seed=0, guide=off), plain)
+    on = model.sample(n=2, seed=0, guide=brighter(0.5))
     assert on.mean() > plain.mean() + 0.05
 
 
 def test_guidance_composes_with_outpainting(model):
-    guided = GradientGuidance(model.denoiser, brightness, scale=0.5)
     a = outpaint(model, extend={"right": 16}, seed=0)
-    b = outpaint(model, extend={"right": 16}, seed=0, denoiser=guided)
+    b = outpaint(model, extend={"right": 16}, seed=0, guide=brighter(0.5))
     assert torch.equal(b[..., :32], a[..., :32])  # known region still kept
     assert b[..., 32:].mean() > a[..., 32:].mean() + 0.05
 
@@ -258,8 +258,8 @@ def test_class_guidance_with_real_weights_raises_the_target_probability(model):
     probs = []
     for scale in (0.0, 0.03, 0.1, 0.3):  # the documented useful range
         score = ClassScore([c], clf, cuts=2, cut_size=64, seed=0)
-        den = GradientGuidance(model.denoiser, score, scale)
-        probs.append(prob(model.sample(n=2, seed=0, steps=10, denoiser=den)).mean().item())
+        steer = lambda den, score=score, scale=scale: GradientGuidance(den, score, scale)  # noqa: E731
+        probs.append(prob(model.sample(n=2, seed=0, steps=10, guide=steer)).mean().item())
     assert probs == sorted(probs) and probs[-1] > 10 * probs[0]
 
 
@@ -321,8 +321,9 @@ def test_text_guidance_raises_the_clip_similarity(model, clip_dir):
     ids = torch.tensor([[1, 3, 4, 0]])  # the token-id seam: "a snowy mountain" without a tokenizer
     sims = []
     for scale in (0.0, 0.3, 1.0):
-        den = GradientGuidance(model.denoiser, ClipTextScore(clip, ids, cuts=2), scale)
-        images = model.sample(n=2, seed=0, steps=6, denoiser=den)
+        score = ClipTextScore(clip, ids, cuts=2)
+        steer = lambda den, score=score, scale=scale: GradientGuidance(den, score, scale)  # noqa: E731
+        images = model.sample(n=2, seed=0, steps=6, guide=steer)
         judge = ClipTextScore(clip, ids, cuts=8, seed=1)
         sims.append(judge(images).mean().item())
     assert sims[0] < sims[1] < sims[2]
@@ -390,7 +391,7 @@ def test_every_app_subcommand_in_process(run, tmp_path, clip_dir):
 )
 def test_cli_errors_are_one_line(run, tmp_path, capsys, argv, message):
     argv = [argv[0], str(run), "--out", str(tmp_path / "o"), "--n", "1", "--steps", "2", *argv[1:]]
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and message in err, err
 
@@ -404,5 +405,5 @@ def test_sample_many_takes_the_guidance_options(run, tmp_path, capsys):
     plain = np.asarray(Image.open(tmp_path / "plain" / run.name / "sample-000.png"), float)
     steered = np.asarray(Image.open(tmp_path / "g" / run.name / "sample-000.png"), float)
     assert np.abs(plain - steered).mean() > 1  # 8-bit levels: guidance reached every run
-    assert main(["sample-many", runs, "--out", str(tmp_path / "e"), "--guidance", "1"]) == 1
+    assert main(["sample-many", runs, "--out", str(tmp_path / "e"), "--guidance", "1"]) == 2
     assert "needs a target" in capsys.readouterr().err

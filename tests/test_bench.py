@@ -1,5 +1,6 @@
-"""The quality benchmark's parts (image lists, table, contact sheet) and one tiny end-to-end run
-on a temporary folder (no ../shared data): outputs, resumption from the score cache."""
+"""The quality benchmark (benchmarks/quality.py): its parts (image lists, table, contact sheet)
+and one tiny end-to-end run on a temporary folder (no ../shared data): outputs, resumption
+from the score cache."""
 
 from __future__ import annotations
 
@@ -13,16 +14,30 @@ from conftest import natural_like, natural_tensor, tiny_config
 from PIL import Image
 
 import sindiffusion
-from sindiffusion.bench import (
-    format_table,
-    list_images,
-    main,
-    mean_std,
-    parse_images,
-    run_fingerprint,
-    run_status,
-)
 from sindiffusion.errors import SinDiffusionError
+from sindiffusion.report import mean_std
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+
+
+def _load_benchmark():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("quality_benchmark", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+quality = _load_benchmark()
+format_table, list_images, main = quality.format_table, quality.list_images, quality.main
+parse_images, run_fingerprint, run_status = (
+    quality.parse_images,
+    quality.run_fingerprint,
+    quality.run_status,
+)
 
 
 def test_parse_images_ranges_and_lists():
@@ -64,7 +79,7 @@ def test_table_mean_std_and_na():
     assert lines[0] == (
         "| method | images | SIFID-E ↓ | pixel div. ↑ | copy ↓ | train min | s / sample |"
     )
-    assert lines[1] == "|---|---:|---:|---:|---:|---:|---:|"
+    assert lines[1] == "|:---|---:|---:|---:|---:|---:|---:|"
     assert lines[2] == (
         "| ours | 2 | 20.0 ± 10.0 | 0.500 ± 0.100 | 0.000 ± 0.000 | 5.000 ± 0.000 | 2.000 ± 1.000 |"
     )
@@ -120,8 +135,8 @@ def test_cached_runs_take_new_sampling_settings_without_retraining(tmp_path):
     status, ckpt = run_status(Path(tmp_path / "run"), cfg, None, 2)
     assert status == "finished"
     sampling = copy.deepcopy(cfg)
-    sampling.diffusion.sampler, sampling.diffusion.layout_candidates = "heun", 3
-    sampling.diffusion.sigma_min = 0.006  # the sampler's range is a sampling setting too
+    sampling.sampling.sampler, sampling.sampling.candidates = "heun", 3
+    sampling.sampling.sigma_min = 0.006  # the sampler's range is a sampling setting too
     status, patched = run_status(Path(tmp_path / "run"), sampling, None, 2)
     assert status == "finished" and patched.config.to_dict() == sampling.to_dict()
     assert run_fingerprint(patched) != run_fingerprint(ckpt)  # scores are redrawn

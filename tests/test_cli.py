@@ -112,7 +112,7 @@ def test_user_errors_are_one_line(tmp_path, capsys, run, tiny_config_file):
     badup = tmp_path / "badup.json"
     badup.write_text('{"model": {"upsample": "bilinear"}}')
     msg = _error(capsys, ["train", str(small), "--out", out, "--config", str(badup)])
-    assert "unknown upsample 'bilinear'; use 'conv' or 'low_conv'" in msg
+    assert "model.upsample is 'bilinear'; use one of conv, low_conv" in msg
     assert "nothing to resume" in _error(
         capsys, ["train", str(small), "--out", str(tmp_path / "new"), "--resume"]
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -10,12 +9,14 @@ import torch
 from conftest import natural_tensor
 
 import sindiffusion
-from sindiffusion.api import SinDiffusion
+from sindiffusion import SinDiffusion
 from sindiffusion.cli import main
 from sindiffusion.config import Config, ModelConfig, preset
+from sindiffusion.diffusion import Denoiser
 from sindiffusion.errors import SinDiffusionError
-from sindiffusion.train import Trainer, initial_weights
-from sindiffusion.unet import UNet
+from sindiffusion.guidance import Autoguidance
+from sindiffusion.trainer import Trainer
+from sindiffusion.unet import UNet, initial_weights
 
 
 def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -25,7 +26,7 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 def test_the_generic_weights_fit_the_fast_network_and_are_trained():
     cfg = preset("fast")
     assert cfg.train.init == "generic" and preset("paper").train.init is None
-    weights = initial_weights(cfg)
+    weights = initial_weights(cfg.train.init, cfg.model)
     fresh = UNet(cfg.model).state_dict()
     assert weights.keys() == fresh.keys()
     assert all(weights[k].shape == fresh[k].shape for k in fresh)
@@ -44,7 +45,8 @@ def test_runs_of_the_earlier_fast_network_still_find_their_generic_weights():
     del saved["model"]["upsample"]
     old = Config.from_dict(saved)
     assert old.model.upsample == "conv"
-    weights, now = initial_weights(old), initial_weights(preset("fast"))
+    weights = initial_weights(old.train.init, old.model)
+    now = initial_weights("generic", preset("fast").model)
     fresh = UNet(old.model).state_dict()
     assert all(weights[k].shape == fresh[k].shape for k in fresh) and weights.keys() == fresh.keys()
     assert weights["up.5.conv.weight"].shape == (64, 64, 3, 3)  # full-resolution conv
@@ -56,7 +58,7 @@ def test_a_fast_run_starts_from_the_generic_weights_and_a_random_one_from_its_se
     cfg = preset("fast")
     cfg.train.max_size = 32
     trainer = Trainer(image, cfg, seed=3)
-    init = initial_weights(cfg)
+    init = initial_weights(cfg.train.init, cfg.model)
     assert _same(trainer.unet.state_dict(), init) and _same(trainer.ema.state_dict(), init)
 
     cfg.train.init = None
@@ -95,33 +97,35 @@ def fast_model():
     return sindiffusion.train(natural_tensor(32, 32), config=cfg, steps=2, progress=False)
 
 
-def _with(model, **diffusion):
-    cfg = Config.from_dict(model.config.to_dict())
-    for key, value in diffusion.items():
-        setattr(cfg.diffusion, key, value)
-    return SinDiffusion(dataclasses.replace(model._checkpoint, config=cfg), device="cpu")
+def _with(model, init: str | None = "generic", **sampling) -> SinDiffusion:
+    """The same trained model with other sampling settings (and starting weights)."""
+    cfg = model.config.copy()
+    cfg.train.init = init
+    for key, value in sampling.items():
+        setattr(cfg.sampling, key, value)
+    return SinDiffusion(cfg, model.image, model.checkpoint.ema, "cpu", model.checkpoint)
 
 
 def test_autoguidance_pushes_the_estimate_away_from_the_generic_weights_inside_its_levels(
     fast_model,
 ):
-    den = fast_model.denoiser.low  # the network part of the hybrid
-    lo, hi = fast_model.config.diffusion.autoguidance_sigmas
-    w = fast_model.config.diffusion.autoguidance
-    assert w == 0.3 and (lo, hi) == (0.04, 0.15) and den.weak is not None
+    s = fast_model.config.sampling
+    assert (s.autoguidance, s.autoguidance_sigmas) == (0.3, (0.04, 0.15))
+    net = fast_model.network
     init = UNet(fast_model.config.model)
-    init.load_state_dict(initial_weights(fast_model.config))
+    init.load_state_dict(initial_weights("generic", fast_model.config.model))
+    weak = Denoiser(init, fast_model.config.diffusion, net.bf16, net.channels_last)
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.3
     sigma = torch.tensor([0.1, 0.5, 0.02])  # inside, above, below the guided levels
-    plain = den._denoise(den.unet, x, sigma)
-    weak = den._denoise(init, x, sigma)
-    got = den(x, sigma)
-    assert torch.allclose(got[0], plain[0] + w * (plain[0] - weak[0]), atol=1e-5)
+    plain, away = net(x, sigma), weak(x, sigma)
+    got = Autoguidance(net, weak, 0.3, (0.04, 0.15))(x, sigma)
+    assert torch.allclose(got[0], plain[0] + 0.3 * (plain[0] - away[0]), atol=1e-5)
     assert torch.equal(got[1:], plain[1:])  # outside the levels: the network alone
-    assert (plain[0] - weak[0]).abs().max() > 1e-3  # two steps moved the network already
+    assert (plain[0] - away[0]).abs().max() > 1e-3  # two steps moved the network already
+    # The model's own denoiser below the switch is that autoguided network.
+    assert torch.equal(fast_model.denoiser(x, sigma[:1].expand(3))[0], got[0])
 
     off = _with(fast_model, autoguidance=0.0)
-    assert off.denoiser.low.weak is None
     a, b = fast_model.sample(n=1, seed=4), fast_model.sample(n=1, seed=4)
     assert torch.equal(a, b) and not torch.equal(a, off.sample(n=1, seed=4))
 
@@ -129,36 +133,59 @@ def test_autoguidance_pushes_the_estimate_away_from_the_generic_weights_inside_i
 def test_autoguidance_is_off_without_starting_weights_and_bad_levels_are_a_clear_error(
     fast_model,
 ):
-    cfg = Config.from_dict(fast_model.config.to_dict())
-    cfg.train.init = None  # a run from random weights: nothing to guide away from
-    unguided = SinDiffusion(dataclasses.replace(fast_model._checkpoint, config=cfg), "cpu")
-    assert unguided.denoiser.low.weak is None
+    unguided = _with(fast_model, init=None)  # a run from random weights: nothing to guide away from
     off = _with(fast_model, autoguidance=0.0)
     assert torch.equal(unguided.sample(n=1, seed=2), off.sample(n=1, seed=2))
     with pytest.raises(SinDiffusionError, match=r"autoguidance_sigmas is \(0.2, 0.1\)"):
-        _with(fast_model, autoguidance_sigmas=(0.2, 0.1))
+        _with(fast_model, autoguidance_sigmas=(0.2, 0.1)).sample(n=1)
 
 
 def test_sample_autoguidance_overrides_the_configs_weight_for_one_call(fast_model):
     off = _with(fast_model, autoguidance=0.0)
     guided = fast_model.sample(n=1, seed=5)
-    # Off for one call draws what a run configured without it draws, then the weight is back.
+    # Off for one call draws what a run configured without it draws, and the next call is
+    # guided again: nothing of a call stays in the model.
     assert torch.equal(fast_model.sample(n=1, seed=5, autoguidance=0), off.sample(n=1, seed=5))
     assert torch.equal(fast_model.sample(n=1, seed=5), guided)
     # On for a run configured without it: its weaker network is built on first use.
-    assert off.denoiser.low.weak is None
     assert torch.equal(off.sample(n=1, seed=5, autoguidance=0.3), guided)
-    assert off.denoiser.low.weak is not None and off.denoiser.low.guide_weight == 0.0
+    assert torch.equal(off.sample(n=1, seed=5), fast_model.sample(n=1, seed=5, autoguidance=0))
     assert not torch.equal(off.sample(n=1, seed=5, autoguidance=0.6), guided)
 
     with pytest.raises(SinDiffusionError, match="0 \\(off\\) or more, got -0.1"):
         fast_model.sample(n=1, autoguidance=-0.1)
-    cfg = Config.from_dict(fast_model.config.to_dict())
-    cfg.train.init = None
-    unguided = SinDiffusion(dataclasses.replace(fast_model._checkpoint, config=cfg), "cpu")
+    unguided = _with(fast_model, init=None)
     with pytest.raises(SinDiffusionError, match="started from random weights"):
         unguided.sample(n=1, autoguidance=0.3)
     assert unguided.sample(n=1, autoguidance=0).shape == (1, 3, 32, 32)
+
+
+def test_outpaint_takes_autoguidance_and_candidates_like_sample(fast_model, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from sindiffusion.apps import outpaint
+    from sindiffusion.image import to_uint8
+
+    def wide(**options):
+        return outpaint(fast_model, extend={"right": 16}, n=2, seed=1, steps=4, **options)
+
+    plain = wide()  # the config's autoguidance, one layout per result
+    chosen = wide(candidates=3)
+    unguided = wide(autoguidance=0)
+    assert torch.equal(chosen, wide(candidates=3)) and chosen.shape == (2, 3, 32, 48)
+    assert not torch.equal(chosen, plain) and not torch.equal(unguided, plain)
+    assert torch.equal(plain, wide(autoguidance=0.3))  # 0.3 is the config's weight
+    for out in (plain, chosen, unguided):  # the known region is kept, bit for bit
+        assert torch.equal(
+            to_uint8(out[..., :32]), to_uint8(fast_model.image).expand(2, -1, -1, -1)
+        )
+    run = tmp_path / "run"
+    fast_model.save(run)
+    args = ["outpaint", str(run), "--extend", "right=16", "--n", "2", "--seed", "1", "--steps", "4"]
+    assert main([*args, "--candidates", "3", "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    got = np.array(Image.open(tmp_path / "o" / "outpaint-001.png"))
+    assert torch.equal(torch.from_numpy(got).permute(2, 0, 1), to_uint8(chosen[1]))
 
 
 def test_cli_sample_autoguidance_flag(fast_model, tmp_path, capsys):

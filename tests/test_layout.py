@@ -1,4 +1,6 @@
-"""Choosing among candidate layouts: the coarse-patch Fréchet distance and `sample(candidates=)`."""
+"""The layout stage of hybrid models: routing by noise level, the split schedule, candidate
+layouts (the coarse-patch Fréchet distance and `sample(candidates=)`), renoised layouts and
+random shifts of the position prior."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import torch
 from conftest import natural_tensor, tiny_config
 
 import sindiffusion
+from sindiffusion import SinDiffusion
 from sindiffusion.errors import SinDiffusionError
-from sindiffusion.layout import layout_cut, layout_mismatch
+from sindiffusion.layout import Hybrid, layout_cut, layout_mismatch, split_sigmas
 
 
 def test_mismatch_is_zero_for_the_image_and_grows_with_foreign_or_missing_content():
@@ -38,12 +41,27 @@ def test_mismatch_is_inf_below_two_coarse_patches():
     assert layout_mismatch(img[None], img[:, :20, :20]).isinf().all()
 
 
-@pytest.fixture
-def hybrid_model():
+def tiny_hybrid(**sampling) -> SinDiffusion:
+    """The tiny network trained 2 steps, with the closed-form layout stage above sigma 0.7."""
     cfg = tiny_config()
-    cfg.diffusion.hybrid_sigma = 0.7
-    cfg.diffusion.sampler, cfg.diffusion.sample_steps = "heun", 6
-    return sindiffusion.train(natural_tensor(), config=cfg, steps=2, progress=False)
+    cfg.sampling.hybrid_sigma = 0.7
+    cfg.sampling.sampler, cfg.sampling.steps = "heun", 6
+    for key, value in sampling.items():
+        setattr(cfg.sampling, key, value)
+    return sindiffusion.train(natural_tensor(), config=cfg, steps=2, progress=False, device="cpu")
+
+
+def variant(model: SinDiffusion, **sampling) -> SinDiffusion:
+    """The same trained model with other sampling settings."""
+    cfg = model.config.copy()
+    for key, value in sampling.items():
+        setattr(cfg.sampling, key, value)
+    return SinDiffusion(cfg, model.image, model.checkpoint.ema, "cpu", model.checkpoint)
+
+
+@pytest.fixture(scope="module")
+def hybrid_model():
+    return tiny_hybrid()
 
 
 def test_candidates_choose_among_layouts_and_stay_seeded(hybrid_model):
@@ -56,22 +74,19 @@ def test_candidates_choose_among_layouts_and_stay_seeded(hybrid_model):
     assert calls == list(range(6))  # one report per step, layout search included
 
 
-def test_candidates_are_compared_before_the_last_layout_level(hybrid_model):
-    den = hybrid_model.denoiser
-    sw = den.switch
-    five = torch.tensor([80.0, 20.0, 5.0, 2.0, 1.0, 0.5, 0.1, 0.0])  # 5 levels above sw 0.7
-    assert sw == 0.7 and layout_cut(den, five) == 4  # the 1.0 level runs once per sample
-    assert layout_cut(den, torch.tensor([80.0, 2.0, 0.5, 0.0])) == 2  # two: both
-    assert layout_cut(den, torch.tensor([80.0, 0.5, 0.1, 0.0])) == 0  # one: nothing to run
-    assert layout_cut(den, torch.tensor([2.0, 1.0])) == 0  # nothing below the switch
-    assert layout_cut(den.low, five) == 0  # not a hybrid
+def test_candidates_are_compared_before_the_last_layout_level():
+    five = torch.tensor([80.0, 20.0, 5.0, 2.0, 1.0, 0.5, 0.1, 0.0])  # 5 levels above 0.7
+    assert layout_cut(five, 0.7) == 4  # the 1.0 level runs once per sample
+    assert layout_cut(torch.tensor([80.0, 2.0, 0.5, 0.0]), 0.7) == 2  # two: both
+    assert layout_cut(torch.tensor([80.0, 0.5, 0.1, 0.0]), 0.7) == 0  # one: nothing to run
+    assert layout_cut(torch.tensor([2.0, 1.0]), 0.7) == 0  # nothing below the switch
 
 
 def test_one_candidate_is_the_plain_sampler(hybrid_model):
     plain = hybrid_model.sample(n=2, seed=1, candidates=1)
-    hybrid_model.config.diffusion.layout_candidates = 4
-    assert torch.equal(hybrid_model.sample(n=2, seed=1, candidates=1), plain)
-    assert not torch.equal(hybrid_model.sample(n=2, seed=1), plain)
+    four = variant(hybrid_model, candidates=4)
+    assert torch.equal(four.sample(n=2, seed=1, candidates=1), plain)
+    assert not torch.equal(four.sample(n=2, seed=1), plain)
 
 
 def test_candidates_must_be_positive(hybrid_model):
@@ -87,49 +102,54 @@ def test_cli_candidates_flag_matches_the_api(hybrid_model, tmp_path):
     from sindiffusion.image import to_uint8
 
     hybrid_model.save(tmp_path / "run")
-    args = ["sample", str(tmp_path / "run"), "--n", "1", "--seed", "2", "--out"]
-    assert main([*args, str(tmp_path / "three"), "--candidates", "3"]) == 0
-    assert main([*args, str(tmp_path / "one"), "--candidates", "1"]) == 0
+    args = ["sample", str(tmp_path / "run"), "--n", "1", "--seed", "2", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "three"), "--candidates", "3"]) == 0
+    assert main([*args, "--out", str(tmp_path / "one"), "--candidates", "1"]) == 0
     three = np.asarray(Image.open(tmp_path / "three" / "sample-000.png"))
     want = to_uint8(hybrid_model.sample(n=1, seed=2, candidates=3))[0].permute(1, 2, 0).numpy()
     assert np.array_equal(three, want)
     assert not np.array_equal(three, np.asarray(Image.open(tmp_path / "one" / "sample-000.png")))
 
 
-def test_hybrid_only_routes_every_call_to_one_part(hybrid_model):
-    hyb = hybrid_model.denoiser
-    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    x = x.to(hybrid_model.device)
-    high, low = hyb.high(x, 0.1), hyb.low(x, 5.0)
-    assert not torch.equal(hyb(x, 0.1), high)  # below the switch: the network
-    with hyb.only("high"):
-        assert torch.equal(hyb(x, 0.1), high)
-    with hyb.only("low"):
-        assert torch.equal(hyb(x, 5.0), low)
-    assert hyb.forced is None and torch.equal(hyb(x, 5.0), hyb.high(x, 5.0))
-    with pytest.raises(ValueError, match="'high' or 'low'"), hyb.only("middle"):
-        pass
+def test_hybrid_routes_each_row_by_its_noise_level_and_the_shift_to_the_layout_only():
+    seen = {}
+
+    def layout(x, sigma, shift=None):
+        seen["layout"] = (x.shape[0], shift)
+        return torch.full_like(x, 1.0)
+
+    def network(x, sigma):
+        seen["network"] = x.shape[0]
+        return torch.full_like(x, -1.0)
+
+    hyb = Hybrid(network, layout, switch=0.7)
+    x = torch.zeros(3, 3, 4, 4)
+    shift = torch.tensor([[0.0, 0.1], [0.0, 0.2], [0.0, 0.3]])
+    out = hyb(x, torch.tensor([5.0, 0.1, 0.7]), shift=shift)  # above, below, at the switch
+    assert out[0].eq(1).all() and out[1:].eq(-1).all()
+    assert seen["layout"][0] == 1 and torch.equal(seen["layout"][1], shift[:1])
+    assert hyb(x, 2.0, shift=shift).eq(1).all() and seen["layout"][0] == 3
+    assert hyb(x, 0.1).eq(-1).all()
 
 
-def test_renoised_layouts_are_seeded_and_report_every_step(hybrid_model):
-    cfg = hybrid_model.config.diffusion
-    cfg.layout_steps = 5
-    midpath = hybrid_model.sample(n=2, seed=3, candidates=2)
+def test_renoised_layouts_are_seeded_and_report_every_step():
+    model = tiny_hybrid(renoise_steps=5)
+    midpath = model.sample(n=2, seed=3, candidates=2)
     calls = []
-    a = hybrid_model.sample(n=2, seed=3, candidates=2, renoise=1.0, callback=calls.append)
-    b = hybrid_model.sample(n=2, seed=3, candidates=2, renoise=1.0)
-    one = hybrid_model.sample(n=2, seed=3, candidates=1, renoise=1.0)
+    a = model.sample(n=2, seed=3, candidates=2, renoise=1.0, callback=calls.append)
+    b = model.sample(n=2, seed=3, candidates=2, renoise=1.0)
+    one = model.sample(n=2, seed=3, candidates=1, renoise=1.0)
     assert a.shape == (2, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, midpath) and not torch.equal(a, one)
     # 5 closed-form steps, then the network from sigma 1: as many levels as the 6-step schedule
     # has below 1, the first of them at 1 exactly.
-    below = int((hybrid_model.denoiser.sampling_sigmas(6)[:-1] < 1.0).sum())
+    below = int((model.sigmas(6)[:-1] < 1.0).sum())
     assert [c["i"] for c in calls] == list(range(5 + below))
     assert float(calls[5]["sigma"]) == pytest.approx(1.0)
     assert all(float(c["sigma"]) <= 1.0 for c in calls[5:])
-    cfg.layout_renoise = 1.0  # the config's setting is the default of sample()
-    assert torch.equal(hybrid_model.sample(n=2, seed=3, candidates=2), a)
-    assert torch.equal(hybrid_model.sample(n=2, seed=3, candidates=2, renoise=0), midpath)
+    configured = variant(model, renoise=1.0)  # the config's setting is the default of sample()
+    assert torch.equal(configured.sample(n=2, seed=3, candidates=2), a)
+    assert torch.equal(configured.sample(n=2, seed=3, candidates=2, renoise=0), midpath)
 
 
 def test_renoise_must_not_be_negative_and_is_ignored_without_a_hybrid(hybrid_model):
@@ -148,7 +168,7 @@ def test_cli_renoise_flag_matches_the_api(hybrid_model, tmp_path, capsys):
 
     hybrid_model.save(tmp_path / "run")
     args = ["sample", str(tmp_path / "run"), "--n", "1", "--seed", "2", "--out", str(tmp_path)]
-    assert main([*args, "--renoise", "0.5"]) == 0
+    assert main([*args, "--renoise", "0.5", "--device", "cpu"]) == 0
     got = np.asarray(Image.open(tmp_path / "sample-000.png"))
     want = to_uint8(hybrid_model.sample(n=1, seed=2, renoise=0.5))[0].permute(1, 2, 0).numpy()
     assert np.array_equal(got, want)
@@ -157,98 +177,66 @@ def test_cli_renoise_flag_matches_the_api(hybrid_model, tmp_path, capsys):
     assert "must be 0 or more" in capsys.readouterr().err
 
 
-def test_layout_prior_reaches_the_closed_form_denoiser(hybrid_model):
-    from sindiffusion.api import SinDiffusion
+def test_the_patch_settings_reach_the_closed_form_denoiser_and_change_the_layouts(hybrid_model):
+    from sindiffusion.config import PatchConfig
 
-    ckpt = hybrid_model._checkpoint
-    assert hybrid_model.denoiser.high.cfg.layout == ckpt.config.diffusion.layout_prior == 0.05
-    ckpt.config.diffusion.layout_prior = 0.03
-    assert SinDiffusion(ckpt).denoiser.high.cfg.layout == 0.03
-    ckpt.config.diffusion.layout_prior = 0
-    assert SinDiffusion(ckpt).denoiser.high.cfg.layout is None  # 0 turns the prior off
-
-
-def test_layout_topk_reaches_the_closed_form_denoiser_and_changes_the_layouts(hybrid_model):
-    from sindiffusion.api import SinDiffusion
-
-    ckpt = hybrid_model._checkpoint
-    before = ckpt.config.diffusion.layout_topk
-    try:
-        ckpt.config.diffusion.layout_topk = 8
-        blended = SinDiffusion(ckpt)
-        ckpt.config.diffusion.layout_topk = 1
-        nearest = SinDiffusion(ckpt)
-    finally:
-        ckpt.config.diffusion.layout_topk = before
-    assert (blended.denoiser.high.cfg.topk, nearest.denoiser.high.cfg.topk) == (8, 1)
+    assert hybrid_model.patch.cfg == hybrid_model.config.sampling.patch == PatchConfig()
+    blended = variant(hybrid_model, patch=PatchConfig(prior=0.03, topk=8))
+    nearest = variant(hybrid_model, patch=PatchConfig(prior=0.03, topk=1))
+    assert (blended.patch.cfg.prior, blended.patch.cfg.topk, nearest.patch.cfg.topk) == (0.03, 8, 1)
     a, b = blended.sample(n=1, seed=3), nearest.sample(n=1, seed=3)
     assert torch.equal(nearest.sample(n=1, seed=3), b)  # still seeded
     assert (a - b).abs().mean() > 1e-3  # the nearest patch alone draws other layouts
 
 
 def test_impossible_hybrid_settings_get_a_one_line_error(hybrid_model):
-    from sindiffusion.api import SinDiffusion
+    from sindiffusion.config import PatchConfig
 
-    dc = hybrid_model._checkpoint.config.diffusion
-    before = dc.hybrid_sigma, dc.hybrid_steps, dc.layout_topk
-    try:
-        dc.hybrid_sigma, dc.hybrid_steps = 100.0, 3  # above sigma_max: no levels for the layout
-        with pytest.raises(SinDiffusionError, match="hybrid_sigma .* below sigma_max"):
-            SinDiffusion(hybrid_model._checkpoint)
-        dc.hybrid_steps = 0  # one schedule across both parts: the layout just never runs
-        assert SinDiffusion(hybrid_model._checkpoint).denoiser.switch == 100.0
-        dc.hybrid_sigma, dc.layout_topk = 0.7, 0
-        with pytest.raises(SinDiffusionError, match="layout_topk is 0"):
-            SinDiffusion(hybrid_model._checkpoint)
-    finally:
-        dc.hybrid_sigma, dc.hybrid_steps, dc.layout_topk = before
+    # Above sigma_max: no levels for the layout.
+    bad = variant(hybrid_model, hybrid_sigma=100.0, hybrid_steps=3)
+    with pytest.raises(SinDiffusionError, match="hybrid_sigma .* below sigma_max"):
+        bad.sample(n=1)
+    # One schedule across both parts: the layout stage just never runs.
+    assert variant(hybrid_model, hybrid_sigma=100.0).sample(n=1).shape == (1, 3, 32, 32)
+    with pytest.raises(SinDiffusionError, match="topk is 0"):
+        PatchConfig(topk=0)
 
 
 def test_split_schedule_gives_the_layout_and_the_network_their_own_steps():
-    cfg = tiny_config()
-    cfg.diffusion.hybrid_sigma, cfg.diffusion.hybrid_steps = 0.7, 3
-    cfg.diffusion.sampler, cfg.diffusion.sample_steps = "heun", 4
-    model = sindiffusion.train(natural_tensor(), config=cfg, steps=2, progress=False)
-    den = model.denoiser
-    sigmas = den.sampling_sigmas(4)
+    model = tiny_hybrid(hybrid_steps=3, steps=4)
+    sigmas = model.sigmas()
+    lo, hi = model.config.sampling.sigma_min, model.config.sampling.sigma_max
     # 3 levels above the switch from sigma_max, then 4 from the switch itself down, then 0.
+    assert torch.equal(sigmas, split_sigmas(lo, hi, 0.7, 3, 4))
     assert len(sigmas) == 3 + 4 + 1 and float(sigmas[-1]) == 0
     assert bool((sigmas[1:] < sigmas[:-1]).all())
-    assert float(sigmas[0]) == pytest.approx(den.sigma_max)
+    assert float(sigmas[0]) == pytest.approx(hi)
     assert int((sigmas > 0.7).sum()) == 3 and float(sigmas[3]) == pytest.approx(0.7)
-    assert float(sigmas[-2]) == pytest.approx(den.sigma_min)
+    assert float(sigmas[-2]) == pytest.approx(lo)
     calls = []
     a = model.sample(n=2, seed=3, candidates=2, callback=lambda i: calls.append(i["i"]))
     assert a.shape == (2, 3, 32, 32) and a.min() >= -1 and a.max() <= 1
     assert torch.equal(a, model.sample(n=2, seed=3, candidates=2))
     assert calls == list(range(7))  # one report per level, layout search included
-    den.high_steps = 0  # one Karras schedule of sample_steps levels across both parts
-    assert len(den.sampling_sigmas(4)) == 5
+    # hybrid_steps 0: one Karras schedule of `steps` levels across both parts.
+    assert len(variant(model, hybrid_steps=0).sigmas(4)) == 5
 
 
-def test_shifted_moves_the_position_prior_per_row(hybrid_model):
-    den = hybrid_model.denoiser.high
+def test_a_shift_moves_the_position_prior_per_row(hybrid_model):
+    den = hybrid_model.patch
     g = torch.Generator().manual_seed(0)
     x = natural_tensor()[None].repeat(3, 1, 1, 1) + 0.8 * torch.randn(3, 3, 32, 32, generator=g)
     plain = den(x, 0.8)
-    with den.shifted(torch.tensor([[0.0, 0.0], [0.0, 0.3], [0.3, 0.0]])):
-        shifted = den(x, 0.8)
-    assert den.shifts is None  # restored after the block
+    shifted = den(x, 0.8, shift=torch.tensor([[0.0, 0.0], [0.0, 0.3], [0.3, 0.0]]))
     assert torch.equal(shifted[0], plain[0])  # a zero shift is no shift
     assert (shifted[1:] - plain[1:]).abs().mean((1, 2, 3)).min() > 0.01
-    with pytest.raises(ValueError, match="2 layout shifts for a call on 3 rows"):
-        with den.shifted(torch.zeros(2, 2)):
-            den(x, 0.8)
+    assert torch.equal(den(x, 0.8), plain)  # nothing stays behind
 
 
 @pytest.mark.parametrize("renoise", [0.0, 0.5])
 def test_layout_shift_is_seeded_and_keeps_each_chosen_layouts_shift(hybrid_model, renoise):
-    from sindiffusion.api import SinDiffusion
-
-    ckpt = hybrid_model._checkpoint
     before = hybrid_model.sample(n=2, seed=4, candidates=3, renoise=renoise)
-    ckpt.config.diffusion.layout_shift = (0.1, 0.3)
-    model = SinDiffusion(ckpt)
+    model = variant(hybrid_model, shift=(0.1, 0.3))
     # With 3 candidates the chosen rows carry their own shifts on past the choice (a shift
     # per drawn layout would not match the 2 rows left), and the seed repeats them.
     a = model.sample(n=2, seed=4, candidates=3, renoise=renoise)
@@ -258,11 +246,38 @@ def test_layout_shift_is_seeded_and_keeps_each_chosen_layouts_shift(hybrid_model
     assert one.shape == (2, 3, 32, 32) and not torch.equal(one, a)
 
 
-def test_layout_shift_round_trips_through_the_saved_config():
+def test_two_calls_on_one_model_share_no_state(hybrid_model):
+    # A call's wrappers are built afresh: a shifted call, then a plain one, gives the plain
+    # one's images, and so does an autoguided or renoised call in between.
+    model = variant(hybrid_model, shift=(0.1, 0.3))
+    plain = hybrid_model.sample(n=2, seed=5)
+    model.sample(n=2, seed=5)
+    hybrid_model.sample(n=1, seed=9, renoise=0.5, candidates=2)
+    assert torch.equal(hybrid_model.sample(n=2, seed=5), plain)
+
+
+def test_the_saved_config_round_trips_and_old_checkpoints_load():
     import json
 
     from sindiffusion.config import Config, preset
 
     cfg = preset("fast")
     back = Config.from_dict(json.loads(cfg.to_json()))
-    assert back == cfg and isinstance(back.diffusion.layout_shift, tuple)
+    assert back == cfg and isinstance(back.sampling.shift, tuple)
+    # The layout of checkpoints before 0.2: sampling fields inside `diffusion`.
+    old = {
+        "preset": "fast",
+        "model": {**json.loads(json.dumps(cfg.to_dict()["model"])), "in_channels": 3, "patch": 1},
+        "diffusion": {
+            **cfg.to_dict()["diffusion"],
+            "sigma_min": 0.006, "sigma_max": 80.0, "sampler": "heun", "sample_steps": 6,
+            "clip_denoised": True, "hybrid_sigma": 0.7, "hybrid_steps": 5,
+            "layout_candidates": 4, "layout_renoise": 0.0, "layout_steps": 20,
+            "layout_prior": 0.027, "layout_shift": [0.03, 0.12], "layout_topk": 1,
+            "autoguidance": 0.3, "autoguidance_sigmas": [0.04, 0.15],
+        },
+        "train": cfg.to_dict()["train"],
+    }  # fmt: skip
+    assert Config.from_dict(old) == cfg
+    old["diffusion"]["layout_prior"] = 0  # 0 meant "no prior"
+    assert Config.from_dict(old).sampling.patch.prior is None

@@ -168,7 +168,7 @@ def test_bad_inputs_are_one_line_errors(argv, message, tmp_path, capsys):
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "a.txt").write_text("x")
     paths = {k: str(tmp_path / k) for k in ("missing", "empty", "texts", "runs")}
-    assert main([a.format(**paths) for a in argv]) == 1
+    assert main([a.format(**paths) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from sindiffusion.config import DiffusionConfig, ModelConfig
-from sindiffusion.diffusion import Denoiser, ddpm_sigmas, karras_sigmas
+from sindiffusion.diffusion import Denoiser, ddpm_sigmas, karras_sigmas, network_sigmas
 from sindiffusion.errors import SinDiffusionError
-from sindiffusion.samplers import SAMPLERS, clipped, get_sampler
+from sindiffusion.guidance import clipped
+from sindiffusion.samplers import SAMPLERS, get_sampler
 from sindiffusion.unet import UNet
 
 
@@ -34,8 +35,10 @@ def test_sigma_to_t_inverts_the_discrete_schedule():
 
 def test_sampling_sigmas_use_all_discrete_levels_for_the_paper_sampler():
     den = Denoiser(UNet(ModelConfig(8, (1, 2), 1, 4)), DiffusionConfig(parameterization="eps"))
-    s = den.sampling_sigmas(1000)
+    s = network_sigmas(den.cfg, 1000, 0.002, 80.0)  # eps ignores the EDM range
     assert s.shape == (1001,) and torch.equal(s[:-1], den.sigmas.flip(0)) and s[-1] == 0
+    edm = network_sigmas(DiffusionConfig(parameterization="edm"), 5, 0.002, 80.0)
+    assert torch.equal(edm, karras_sigmas(5, 0.002, 80.0))
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
@@ -54,7 +57,7 @@ def test_every_sampler_lands_on_an_oracle_denoisers_image(name):
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_samplers_are_seeded_and_report_every_step(name):
     den = Denoiser(UNet(ModelConfig(8, (1, 2), 1, 4)), DiffusionConfig(parameterization="edm"))
-    sigmas = den.sampling_sigmas(4)
+    sigmas = karras_sigmas(4, 0.002, 80.0)
     seen = []
 
     def run(seed):
@@ -87,24 +90,18 @@ def test_denoiser_is_exact_at_tiny_noise_for_an_untrained_zero_net(param):
     assert torch.allclose(den(x, 1e-4), x, atol=1e-4)
 
 
-def test_hybrid_denoiser_routes_each_sample_by_its_noise_level():
-    from sindiffusion.diffusion import HybridDenoiser
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_extra_arguments_reach_every_denoiser_call_unchanged(name):
+    shift = torch.tensor([[0.1, 0.2]])
+    seen = []
 
-    low = Denoiser(UNet(ModelConfig(8, (1, 2), 1, 4)), DiffusionConfig(parameterization="edm"))
+    def den(x, sigma, shift=None):
+        seen.append(shift)
+        return x * 0
 
-    def high(x, sigma):
-        return torch.full_like(x, 0.5)
-
-    hyb = HybridDenoiser(low, high, switch=1.0)
-    x = torch.rand(3, 3, 16, 16)
-    out = hyb(x, torch.tensor([0.01, 5.0, 0.5]))
-    assert torch.equal(out[1], torch.full_like(x[1], 0.5))
-    assert torch.allclose(out[0], low(x[:1], 0.01)[0]) and torch.allclose(
-        out[2], low(x[2:], 0.5)[0]
-    )
-    assert hyb.sigma_max == low.sigma_max and torch.equal(
-        hyb.sampling_sigmas(5), low.sampling_sigmas(5)
-    )
+    x = torch.ones(1, 3, 4, 4) * 20
+    SAMPLERS[name](den, x, karras_sigmas(3, 0.01, 20.0), torch.Generator(), None, {"shift": shift})
+    assert seen and all(s is shift for s in seen)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))

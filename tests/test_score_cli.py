@@ -74,14 +74,14 @@ def test_fake_of_another_size_is_resized_with_a_warning(images, capsys):
 def test_inception_without_weights_is_a_one_line_error(images, capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("SINDIFFUSION_INCEPTION_WEIGHTS", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no cached weights
-    assert main(["score", images["real"], images["a"], "--backbone", "inception"]) == 1
+    assert main(["score", images["real"], images["a"], "--backbone", "inception"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: The inception backbone needs InceptionV3 weights")
     assert "inception_v3_google-0cc3c7bd.pth" in err and err.count("\n") == 1
 
     missing = str(tmp_path / "nope.pth")
     args = ["score", images["real"], images["a"], "--backbone", "inception"]
-    assert main([*args, "--inception-weights", missing]) == 1
+    assert main([*args, "--inception-weights", missing]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: Inception weights file {missing} does not exist")
 
@@ -89,11 +89,11 @@ def test_inception_without_weights_is_a_one_line_error(images, capsys, monkeypat
 def test_not_an_image_is_a_one_line_error(images, capsys, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not a picture")
-    assert main(["score", images["real"], str(bad)]) == 1
+    assert main(["score", images["real"], str(bad)]) == 2
     err = capsys.readouterr().err
     assert (
         err
         == f"error: {bad} is not an image Pillow can read; give a PNG, JPEG, WebP, TIFF or BMP file.\n"
     )
-    assert main(["score", str(tmp_path / "missing.png"), images["a"]]) == 1
+    assert main(["score", str(tmp_path / "missing.png"), images["a"]]) == 2
     assert capsys.readouterr().err.startswith("error: ")

@@ -207,7 +207,7 @@ def test_model_samples_any_size_and_scale(image_file, tiny):
 def test_crops_at_scale_one_are_the_images_own_pixels():
     # Crops need no stride-rounded image, so scale 1 must not resample (resampling blurs, and
     # the network learns and draws that blur).
-    from sindiffusion.train import random_batch
+    from sindiffusion.trainer import random_batch
 
     img = natural_tensor(30, 42)  # sides that are not multiples of the UNet's stride
     cfg = tiny_config(batch_size=5, crop_size=16, scale_min=1.0, scale_max=1.0)
@@ -220,7 +220,7 @@ def test_crops_at_scale_one_are_the_images_own_pixels():
 
 
 def test_rescaled_batches_stay_in_range_and_whole_images_keep_the_stride():
-    from sindiffusion.train import random_batch
+    from sindiffusion.trainer import random_batch
 
     img = natural_tensor(30, 42)
     g = torch.Generator().manual_seed(1)
@@ -234,7 +234,7 @@ def _sample_in_fresh_process(run, out, env: dict) -> str:
     """Load `run` in a new Python, sample 2 images (seed 0) to `out`; returns keep_freed_memory()."""
     code = (
         "import sys, torch, sindiffusion\n"
-        "from sindiffusion.train import keep_freed_memory\n"
+        "from sindiffusion.device import keep_freed_memory\n"
         "m = sindiffusion.load(sys.argv[1], device='cpu')\n"
         "torch.save(m.sample(n=2, seed=0), sys.argv[2])\n"
         "print(keep_freed_memory())\n"

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sindiffusion.config import ModelConfig, preset
+from sindiffusion.errors import SinDiffusionError
 from sindiffusion.unet import UNet, Upsample, count_parameters, measure_receptive_field
 
 
@@ -27,7 +28,7 @@ def test_low_conv_upsampling_convolves_at_the_coarse_level_into_the_finer_channe
     # 32 -> 16 channels into the middle level, 16 -> 8 into the full-resolution one
     assert [(c.in_channels, c.out_channels) for c in ups] == [(32, 16), (16, 8)]
     assert count_parameters(low) < count_parameters(paper)
-    with pytest.raises(ValueError, match="use 'conv' or 'low_conv'"):
+    with pytest.raises(SinDiffusionError, match="use one of conv, low_conv"):
         dataclasses.replace(cfg, upsample="bilinear")
 
 

@@ -11,8 +11,8 @@ from PIL import Image
 import sindiffusion
 from sindiffusion.cli import main
 from sindiffusion.errors import SinDiffusionError
+from sindiffusion.patch_denoiser import PatchDenoiser
 from sindiffusion.samplers import SAMPLERS
-from sindiffusion.zero import PatchDenoiser, ZeroTraining
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def test_tiny_sigma_returns_the_image_itself(img):
 
 def test_very_high_sigma_returns_the_mean_colour(img):
     # The exact MMSE (all patches, no position prior): near-uniform weights give the mean patch.
-    den = PatchDenoiser(img, topk=None, layout=None, levels=1)
+    den = PatchDenoiser(img, topk=None, prior=None, levels=1)
     g = torch.Generator().manual_seed(0)
     x = img + 1e3 * torch.randn(img.shape, generator=g)
     x0 = den(x[None], 1e3)[0]
@@ -57,8 +57,8 @@ def test_sigma_per_sample_and_levels_follow_sigma(img):
 
 def test_samples_are_seeded_and_in_range(img):
     model = sindiffusion.zero_training(img, steps=6, dropout=0.2)
-    assert isinstance(model, ZeroTraining) and isinstance(model, sindiffusion.SinDiffusion)
-    assert model.size == (24, 32) and model.config.diffusion.sample_steps == 6
+    assert isinstance(model, sindiffusion.SinDiffusion) and model.network is None
+    assert model.size == (24, 32) and model.config.sampling.steps == 6
     a = model.sample(2, seed=3)
     b = model.sample(2, seed=3)
     c = model.sample(2, seed=4)
@@ -84,7 +84,7 @@ def test_max_size_and_path(image_file):
 
 
 def test_user_errors(img):
-    with pytest.raises(SinDiffusionError, match="unknown zero-training knob"):
+    with pytest.raises(SinDiffusionError, match="unknown patch-denoiser knob patch_sise"):
         PatchDenoiser(img, patch_sise=5)
     with pytest.raises(SinDiffusionError, match="smaller than one 31 px patch"):
         PatchDenoiser(img, patch_size=31)
@@ -105,11 +105,11 @@ def test_cli_sample_zero_training(image_file, tmp_path, capsys):
 
 
 def test_cli_tells_which_flag_to_use(image_file, tmp_path, capsys):
-    assert main(["sample", str(image_file), "--out", str(tmp_path / "a")]) == 1
+    assert main(["sample", str(image_file), "--out", str(tmp_path / "a")]) == 2
     assert "add --zero-training" in capsys.readouterr().err
     run = tmp_path / "run"
     run.mkdir()
-    assert main(["sample", str(run), "--zero-training", "--out", str(tmp_path / "b")]) == 1
+    assert main(["sample", str(run), "--zero-training", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "drop the flag" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -146,4 +146,4 @@ def test_every_application_takes_an_image_with_zero_training(app, image_file, tm
     argv = [app[0], str(image_file), "--zero-training", *args[1:], "--n", "1", "--steps", "4"]
     assert main([*argv, "--out", str(out)]) == 0
     assert (out / "grid.png").exists()
-    assert main([app[0], str(image_file), *args[1:], "--out", str(tmp_path / "x")]) == 1
+    assert main([app[0], str(image_file), *args[1:], "--out", str(tmp_path / "x")]) == 2

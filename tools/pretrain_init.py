@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from sindiffusion.config import preset
 from sindiffusion.diffusion import Denoiser
 from sindiffusion.image import load_image
-from sindiffusion.train import random_batch
+from sindiffusion.trainer import random_batch
 from sindiffusion.unet import UNet
 
 IMAGES = (

@@ -9,7 +9,8 @@ A run folder holds:
   training image (uint8), and in its metadata the full `Config` as JSON, the step, the
   elapsed training time and the package version.
 - ``config.json`` and ``image.png`` — human-readable copies of the config and training image.
-- ``log.csv``, ``loss.png`` and ``previews/`` — the training log, its curve and sample grids.
+- ``log.csv``, ``loss.png`` and ``previews/`` — the training log (`write_log`, `read_log`), its
+  curve and sample grids.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import Config
-from .errors import CheckpointError
+from .errors import CheckpointError, SinDiffusionError
 from .image import atomic_write, from_uint8, save_image, to_uint8
+from .version import __version__
+
+LOG = "log.csv"
+LogRow = tuple[int, float, float, float]  # step, loss, learning rate, elapsed seconds
 
 FORMAT = "sindiffusion-checkpoint-v1"
 CHECKPOINT = "checkpoint.safetensors"
@@ -57,8 +62,6 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
 
 def save_checkpoint(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
     """Write `ckpt` into `run_dir` (created if needed) atomically; return the file's path."""
-    from . import __version__
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
@@ -107,13 +110,24 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                     "'sindiffusion train'."
                 )
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        config = Config.from_dict(json.loads(meta["config"]))
+        config_dict = json.loads(meta["config"])
     except CheckpointError:
         raise
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(
             f"{file} is corrupt or unreadable ({type(e).__name__}); retrain or use an earlier copy."
         ) from None
+
+    try:
+        config = Config.from_dict(config_dict)
+    except (SinDiffusionError, TypeError, ValueError, AttributeError) as e:
+        version = meta.get("version", "")
+        if _newer(version, __version__):
+            raise CheckpointError(
+                f"{file} was written by sindiffusion {version}, newer than this {__version__}; "
+                "upgrade sindiffusion to load it."
+            ) from None
+        raise CheckpointError(f"{file} holds a config this version cannot read: {e}") from None
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -140,3 +154,31 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         rng_state=tensors.get("rng_state"),
         extra=json.loads(meta.get("extra", "{}")),
     )
+
+
+def _newer(version: str, than: str) -> bool:
+    """Whether version string `version` (e.g. "0.3.1") is later than `than`."""
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(p) if p.isdigit() else 0 for p in v.split("."))
+
+    return bool(version) and key(version) > key(than)
+
+
+def write_log(run_dir: str | os.PathLike, rows: list[LogRow]) -> None:
+    """Write the training log `run_dir/log.csv` (step, loss, lr, elapsed) atomically."""
+    text = "step,loss,lr,elapsed\n" + "".join(
+        f"{s},{lo:.6g},{lr:.6g},{e:.3f}\n" for s, lo, lr, e in rows
+    )
+    atomic_write(Path(run_dir) / LOG, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_log(run_dir: str | os.PathLike | None) -> list[LogRow]:
+    """The training log of a run folder (empty when there is none)."""
+    if run_dir is None or not (Path(run_dir) / LOG).exists():
+        return []
+    rows = []
+    for line in (Path(run_dir) / LOG).read_text().splitlines()[1:]:
+        s, lo, lr, e = line.split(",")
+        rows.append((int(s), float(lo), float(lr), float(e)))
+    return rows

@@ -1,11 +1,15 @@
-"""Denoiser wrappers: known-region (inpainting), and guidance by a score on the clean image.
+"""Denoiser wrappers: clipping, autoguidance, known region (inpainting), and guidance by a
+score of the clean image (ImageNet class, CLIP text).
 
-Every wrapper keeps the denoiser contract `denoiser(x, sigma) -> x0_hat` (x = x0 + sigma * noise,
-x (N, 3, H, W), x0_hat in about [-1, 1]), so any sampler runs it unchanged and wrappers nest:
+Every wrapper keeps the denoiser contract `denoiser(x, sigma, **extra) -> x0_hat` (x = x0 +
+sigma * noise, x (N, 3, H, W), x0_hat in about [-1, 1]; `extra` is passed on to the wrapped
+denoiser), so any sampler runs it unchanged and wrappers nest. A sampling call builds its
+wrappers afresh (`sampling.py`); user guidance enters as a function from a denoiser to a
+wrapped one, e.g. the one `guide()` returns:
 
-    den = GradientGuidance(model.denoiser, ClassScore([find_class("volcano")]), scale=0.2)
-    den = KnownRegion(den, known=image, mask=mask)        # outpainting + class guidance
-    images = model.sample(n=4, denoiser=den)
+    volcano = guide(class_name="volcano", scale=0.2)       # denoiser -> GradientGuidance
+    images = model.sample(n=4, guide=volcano)
+    wide = outpaint(model, extend={"right": 128}, guide=volcano)  # + the known region
 
 Guidance acts on the predicted clean image. The score's gradient is taken with respect to
 x0_hat, not through the denoiser (the denoiser's Jacobian is skipped): the step costs one
@@ -28,14 +32,55 @@ import torch.nn.functional as F
 
 from .errors import SinDiffusionError
 
-Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Denoise = Callable[..., torch.Tensor]  # (x, sigma, **extra) -> x0_hat
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+Guide = Callable[[Denoise], Denoise]  # wraps a denoiser, e.g. in GradientGuidance
+
+DEFAULT_SCALE = 0.2  # GradientGuidance's scale: the RMS change of x0_hat per step
 
 CLIP_ENV = "SINDIFFUSION_CLIP_MODEL"  # a CLIP hub id or local folder, used when none is given
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 # The image normalisation every OpenAI CLIP checkpoint was trained with.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clipped(denoiser: Denoise) -> Denoise:
+    """Wrap a denoiser so that its clean-image estimate is clamped to [-1, 1]."""
+
+    def wrapped(x: torch.Tensor, sigma, **extra) -> torch.Tensor:
+        return denoiser(x, sigma, **extra).clamp(-1, 1)
+
+    return wrapped
+
+
+class Autoguidance:
+    """Autoguidance (Karras et al. 2024): at noise levels within `sigmas` (low, high) the
+    estimate becomes D + weight * (D - D_weak), D_weak a weaker network of the same shape and
+    preconditioning (the `fast` preset: the `generic` weights the run started from, which know
+    natural images but not this one). It pushes the detail further towards what the image
+    taught the network; each guided call costs a second network pass. Both denoisers take
+    (x, sigma) only; weight 0 returns the strong denoiser's output untouched.
+    """
+
+    def __init__(
+        self, denoiser: Denoise, weak: Denoise, weight: float, sigmas: tuple[float, float]
+    ):
+        self.denoiser, self.weak = denoiser, weak
+        self.weight, self.sigmas = float(weight), (float(sigmas[0]), float(sigmas[1]))
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
+        sigma = sigma.expand(x.shape[0])
+        out = self.denoiser(x, sigma)
+        if self.weight == 0:
+            return out
+        lo, hi = self.sigmas
+        rows = (sigma >= lo) & (sigma <= hi)
+        if rows.any():
+            strong = out[rows]
+            out[rows] = strong + self.weight * (strong - self.weak(x[rows], sigma[rows]))
+        return out
 
 
 class KnownRegion:
@@ -57,8 +102,8 @@ class KnownRegion:
         self.known = known
         self.mask = mask
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        d = self.denoiser(x, sigma)
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra) -> torch.Tensor:
+        d = self.denoiser(x, sigma, **extra)
         return torch.where(self.mask.to(d.device), d, self.known.to(d.device, d.dtype))
 
 
@@ -107,8 +152,8 @@ class GradientGuidance:
         s = float(torch.as_tensor(sigma).max())
         return self.scale != 0 and self.sigma_range[0] <= s <= self.sigma_range[1]
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        d = self.denoiser(x, sigma)
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra) -> torch.Tensor:
+        d = self.denoiser(x, sigma, **extra)
         if not self.active(sigma):
             return d
         with torch.enable_grad():  # samplers run under no_grad
@@ -309,3 +354,43 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     except OSError:
         return False
     return True
+
+
+def guide(
+    class_name: str | int | None = None,
+    text: str | None = None,
+    scale: float = DEFAULT_SCALE,
+    sigma_range: tuple[float, float] = (0.0, math.inf),
+    cuts: int = 4,
+    clip_model: str | os.PathLike | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> Guide | None:
+    """A guide towards an ImageNet class and/or a text, for `sample(guide=...)` and every
+    application; None when neither is given.
+
+    class_name: an ImageNet label or index (`find_class`), scored by EfficientNet-Lite0 with
+    its real weights; text: scored by CLIP (`load_clip(clip_model)`); scale, sigma_range: as
+    `GradientGuidance`; cuts: random cut-outs per score; seed: of the cut-outs. The scores
+    are built once here, so one call's cut-outs follow one seeded sequence.
+    """
+    if class_name is None and text is None:
+        return None
+    if cuts < 1:
+        raise SinDiffusionError(f"cuts is {cuts}; give at least 1 cut-out per step.")
+    scores = []
+    if class_name is not None:
+        from .metrics import efficientnet_lite0
+
+        classifier = efficientnet_lite0().to(device)
+        scores.append(ClassScore([find_class(class_name)], classifier, cuts=cuts, seed=seed))
+    if text is not None:
+        clip, tokenizer = load_clip(clip_model, device)
+        scores.append(ClipTextScore.from_text(clip, tokenizer, text, cuts=cuts, seed=seed))
+
+    def wrap(denoiser: Denoise) -> Denoise:
+        for score in scores:  # class inside, text outside
+            denoiser = GradientGuidance(denoiser, score, scale, sigma_range)
+        return denoiser
+
+    return wrap

@@ -1,24 +1,35 @@
-"""Images in and out: load and validate, resize, convert, save atomically, grids.
+"""Images in and out: load and validate images and masks, resize, convert, save atomically,
+grids and contact sheets, folders of images, sizes typed on the command line.
 
-Tensors are float `(3, H, W)` or `(N, 3, H, W)` with values in [-1, 1]; PIL images are RGB.
+Tensors are float `(3, H, W)` or `(N, 3, H, W)` with values in [-1, 1]; PIL images are RGB;
+masks are `(H, W)` bool, True = regenerate. Sizes are `(height, width)` in the Python API, as
+tensors are laid out, and `WIDTHxHEIGHT` on the command line, as in ImageMagick (`parse_size`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from .errors import SinDiffusionError
 
 MIN_SIDE = 16  # smallest side (px) the network is trained or sampled at
+MAX_PIXELS = 100_000_000  # larger image files are refused before they are decoded
+MAX_SIDE = 8192  # largest side (px) of an output: a 8192x8192 sample needs about 130 GB
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+IMAGE_KINDS = "PNG, JPEG, WebP, TIFF or BMP"
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+MASK_THRESHOLD = 128  # mask pixels >= this (of 255, luminance) are regenerated
+MASK_GREY_LIMIT = 0.05  # a mask with more mid-grey pixels than this is not a mask
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -42,23 +53,37 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def open_image(path: str | os.PathLike) -> Image.Image:
     """Open an image file as an RGB PIL image, with EXIF orientation applied.
 
-    Raises `SinDiffusionError` (one sentence) for a missing, unreadable or truncated file.
+    Raises `SinDiffusionError` (one sentence) for a missing, unreadable or truncated file, and
+    for an image of more than MAX_PIXELS pixels, refused from its header before it is decoded
+    (a decompression bomb, or a photo far larger than a model can use).
     """
     path = Path(path)
     if not path.exists():
         raise SinDiffusionError(f"{path}: no such file; check the path.")
     if path.is_dir():
-        raise SinDiffusionError(
-            f"{path} is a folder; give an image file (PNG, JPEG, WebP, TIFF, BMP)."
-        )
+        raise SinDiffusionError(f"{path} is a folder; give an image file ({IMAGE_KINDS}).")
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # MAX_PIXELS below decides, not Pillow's own warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            if img.width * img.height > MAX_PIXELS:
+                raise SinDiffusionError(
+                    f"{path} is {img.width}x{img.height} px, more than "
+                    f"{MAX_PIXELS // 10**6} megapixels; shrink it first (--max-size only "
+                    "resizes after loading)."
+                )
             img.load()
             img = ImageOps.exif_transpose(img)
             return _to_rgb(img)
+    except Image.DecompressionBombError:  # a header Pillow itself refuses to open
+        raise SinDiffusionError(
+            f"{path} is larger than {MAX_PIXELS // 10**6} megapixels; shrink it first "
+            "(--max-size only resizes after loading)."
+        ) from None
     except UnidentifiedImageError:
         raise SinDiffusionError(
-            f"{path} is not an image Pillow can read; give a PNG, JPEG, WebP, TIFF or BMP file."
+            f"{path} is not an image Pillow can read; give a {IMAGE_KINDS} file."
         ) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise SinDiffusionError(
@@ -200,9 +225,17 @@ def parse_size(text: str) -> tuple[int, int]:
         raise SinDiffusionError(
             f"size {text!r} is not WIDTHxHEIGHT; write it like 512x256."
         ) from None
-    if w < MIN_SIDE or h < MIN_SIDE or w > 8192 or h > 8192:
+    return check_size((h, w), what=f"size {text!r}")
+
+
+def check_size(size: tuple[int, int], what: str = "the output size") -> tuple[int, int]:
+    """`size` (height, width) as whole numbers, each side in [MIN_SIDE, MAX_SIDE] px, or a
+    one-sentence `SinDiffusionError`."""
+    h, w = int(size[0]), int(size[1])
+    if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
         raise SinDiffusionError(
-            f"size {text!r} is out of range; each side must be between {MIN_SIDE} and 8192 px."
+            f"{what} ({w}x{h} px) is out of range; each side must be between {MIN_SIDE} and "
+            f"{MAX_SIDE} px."
         )
     return h, w
 
@@ -221,3 +254,149 @@ def parse_scale(text: str) -> tuple[float, float]:
             f"scale {text!r} is not WIDTHFACTORxHEIGHTFACTOR between 0.1 and 16; write it like 1.5x1."
         )
     return vals[1], vals[0]
+
+
+def check_image_tensor(image: torch.Tensor, what: str = "image tensor") -> torch.Tensor:
+    """A user's image tensor (3, H, W) in [-1, 1], checked and quantised to 8 bits as a file
+    (and a checkpoint) holds it, so results repeat from a saved copy; a one-sentence
+    `SinDiffusionError` for another shape, a side below MIN_SIDE, or NaN / infinite values."""
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise SinDiffusionError(
+            f"{what} has shape {tuple(image.shape)}; give (3, H, W) in [-1, 1]."
+        )
+    if min(image.shape[-2:]) < MIN_SIDE:
+        raise SinDiffusionError(
+            f"{what} is too small ({image.shape[-1]}x{image.shape[-2]} px); each side must be "
+            f"at least {MIN_SIDE} px."
+        )
+    if not torch.isfinite(image).all():
+        raise SinDiffusionError(f"{what} holds NaN or infinite values; give values in [-1, 1].")
+    return from_uint8(to_uint8(image))
+
+
+# --- masks -------------------------------------------------------------------------------------
+def load_mask(path: str | os.PathLike, size: tuple[int, int]) -> torch.Tensor:
+    """Read a mask file as (H, W) bool, True (white) = regenerate; `size` = (H, W) it must have.
+
+    Policy: luminance >= 128 is white. Anti-aliased edges are fine, but a file with more than
+    5% mid-grey pixels (16-239) is refused as not a black-and-white mask, and so is a mask
+    that is all black (nothing to do) or all white (nothing kept: sample instead).
+    """
+    img = open_image(path).convert("L")
+    if (img.height, img.width) != tuple(size):
+        raise SinDiffusionError(
+            f"{path} is {img.width}x{img.height} px but the image is {size[1]}x{size[0]}; "
+            "give a mask of the image's size."
+        )
+    a = np.asarray(img)
+    grey = float(((a >= 16) & (a <= 239)).mean())
+    if grey > MASK_GREY_LIMIT:
+        raise SinDiffusionError(
+            f"{path} is not a black-and-white mask ({grey:.0%} of it is grey); paint the "
+            "region to regenerate white and the rest black."
+        )
+    return check_mask(torch.from_numpy(a >= MASK_THRESHOLD), size, str(path))
+
+
+def check_mask(mask: torch.Tensor, size: tuple[int, int], what: str = "the mask") -> torch.Tensor:
+    """A user's mask as (H, W) bool on the CPU: of the image's `size` (H, W), neither all black
+    (nothing to regenerate) nor all white (nothing kept); a one-sentence `SinDiffusionError`
+    otherwise. Any dtype: non-zero is True."""
+    if tuple(mask.shape) != tuple(size):
+        raise SinDiffusionError(
+            f"{what} has shape {tuple(mask.shape)} but the image is {tuple(size)}; give a "
+            "mask of the image's size (H, W)."
+        )
+    mask = mask.detach().cpu().bool()
+    if not mask.any():
+        raise SinDiffusionError(f"{what} is all black; paint the region to regenerate white.")
+    if mask.all():
+        raise SinDiffusionError(
+            f"{what} is all white, so nothing is kept; sample instead (`sindiffusion sample`)."
+        )
+    return mask
+
+
+# --- folders and outputs -----------------------------------------------------------------------
+def natural_key(path: Path) -> tuple:
+    """Sort key that puts 2.jpg before 10.jpg."""
+    return tuple((0, int(t)) if t.isdigit() else (1, t) for t in re.split(r"(\d+)", path.stem))
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """The image files directly in `folder` (by suffix, see IMAGE_SUFFIXES), sorted by name;
+    a one-sentence `SinDiffusionError` for a missing folder or one without images."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SinDiffusionError(f"{folder} is not a folder; give a folder of images.")
+    images = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not images:
+        raise SinDiffusionError(
+            f"{folder} holds no images ({IMAGE_KINDS}); give a folder of images."
+        )
+    return images
+
+
+def write_samples(images: torch.Tensor, out: str | os.PathLike, prefix: str = "sample") -> Path:
+    """Write each image of (N, 3, H, W) in [-1, 1] as out/PREFIX-NNN.png and all of them as
+    out/grid.png (4 per row); returns the grid's path."""
+    out = Path(out)
+    for i, img in enumerate(images):
+        save_image(img, out / f"{prefix}-{i:03d}.png")
+    return save_image(make_grid(images, nrow=4), out / "grid.png")
+
+
+Cell = str | os.PathLike | torch.Tensor | Image.Image | None
+
+
+def _cell_image(cell: Cell, height: int | None) -> Image.Image | None:
+    if cell is None:
+        return None
+    if isinstance(cell, torch.Tensor):
+        img = tensor_to_pil(cell)
+    elif isinstance(cell, Image.Image):
+        img = cell.convert("RGB")
+    else:
+        img = open_image(cell)
+    if height is not None and img.height != height:
+        img = img.resize((max(1, round(img.width * height / img.height)), height), Image.LANCZOS)
+    return img
+
+
+def contact_sheet(
+    rows: Sequence[Sequence[Cell]],
+    headers: Sequence[str] | None = None,
+    labels: Sequence[Sequence[str | None]] | None = None,
+    height: int | None = None,
+) -> Image.Image:
+    """Tile images into a grid on white: `rows` of cells, each an image file, a (3, H, W)
+    tensor in [-1, 1], a PIL image or None (an empty grey cell); a header line of column
+    names over the columns; `labels[i][j]`, if given, written in cell (i, j)'s corner. Cells
+    are as large as the largest image; with `height`, images are first scaled to that height."""
+    cells = [[_cell_image(c, height) for c in row] for row in rows]
+    found = [im for row in cells for im in row if im is not None]
+    assert found, "contact_sheet needs at least one image"
+    cw, ch = max(im.width for im in found), max(im.height for im in found)
+    cols = max(len(row) for row in cells)
+    pad, head = 4, 18 if headers else 0
+    sheet = Image.new(
+        "RGB", (pad + cols * (cw + pad), head + pad + len(cells) * (ch + pad)), "white"
+    )
+    draw = ImageDraw.Draw(sheet)
+    for j, text in enumerate(headers or ()):
+        draw.text((pad + j * (cw + pad) + 2, 3), text, fill="black")
+    for i, row in enumerate(cells):
+        for j, im in enumerate(row):
+            x, y = pad + j * (cw + pad), head + pad + i * (ch + pad)
+            if im is None:
+                draw.rectangle((x, y, x + cw - 1, y + ch - 1), fill=(225, 225, 225))
+                draw.text((x + 4, y + 4), "n/a", fill="black")
+            else:
+                sheet.paste(im, (x, y))
+            text = labels[i][j] if labels is not None and j < len(labels[i]) else None
+            if text:
+                draw.rectangle((x, y, x + 8 + 7 * len(text), y + 14), fill="white")
+                draw.text((x + 3, y + 2), text, fill="black")
+    return sheet

@@ -1,28 +1,97 @@
-"""Choosing among candidate layouts of a hybrid model.
+"""The layout stage of a hybrid model: the closed-form patch denoiser lays out each sample at
+high noise, the network draws the detail below; several layouts can be drawn per sample and
+the best kept.
 
-Above `diffusion.hybrid_sigma` a hybrid model's closed-form patch denoiser draws the coarse
-layout. Some draws put content where the image never has it (a patch of sky in a meadow) or
-leave content out; the network below the switch keeps whatever layout it is handed. So
-`SinDiffusion.sample` can draw several layouts per sample and continue the one whose coarse
-patches are distributed most like the training image's: the Fréchet distance between the
-Gaussians fitted to the two sets of coarse patches (SIFID's statistic, on raw pixels at a
-quarter of the size rather than on a network's features). It weighs how much of each kind of
-content a layout has (too much sky, too few trunks), which is what SIFID-E punishes; on ten
-Places50 images it predicted the finished samples' SIFID-E better than the bidirectional
-nearest-patch distance used before (rank correlation 0.55 against 0.38; best of 4: SIFID-E
-27.0 against 28.4 at the same pixel diversity).
+- `Hybrid` routes each denoiser call by its noise level (a denoiser wrapper);
+- `split_sigmas` gives the layout and the network their own shares of the schedule;
+- `random_shifts` moves each sample's position prior a little (the `shift` extra argument);
+- `layout_cut`, `layout_mismatch` and `closest` choose among candidate layouts.
+
+Why candidates: some layouts put content where the image never has it (a patch of sky in a
+meadow) or leave content out, and the network below the switch keeps whatever layout it is
+handed. So a sample can draw several layouts and continue the one whose coarse patches are
+distributed most like the training image's: the Fréchet distance between the Gaussians fitted
+to the two sets of coarse patches (SIFID's statistic, on raw pixels at a quarter of the size
+rather than on a network's features). It weighs how much of each kind of content a layout has
+(too much sky, too few trunks), which is what SIFID-E punishes; on ten Places50 images it
+predicted the finished samples' SIFID-E better than the bidirectional nearest-patch distance
+used before (rank correlation 0.55 against 0.38; best of 4: SIFID-E 27.0 against 28.4 at the
+same pixel diversity).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
-from .diffusion import HybridDenoiser
+from .diffusion import karras_sigmas
 from .metrics.sifid import frechet_distance, gaussian_stats
 
 SCALE = 0.25  # layouts are compared at a quarter of their size: coarse content, not detail
 PATCH = 5  # side of the compared patches, in pixels of the quarter-size images
+
+
+class Hybrid:
+    """Route each row by its noise level: `layout(x, sigma, **extra)` above `switch`,
+    `network(x, sigma)` at and below it. The closed-form patch denoiser lays out the image (a
+    patch-level network learns the high-noise regime last) while the network draws the
+    detail. Extra arguments (the layout's `shift`) go to the layout part only, row by row."""
+
+    def __init__(self, network: Callable, layout: Callable, switch: float):
+        self.network, self.layout, self.switch = network, layout, float(switch)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **extra) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
+        sigma = sigma.expand(x.shape[0])
+        high = sigma > self.switch
+        if bool(high.all()):
+            return self.layout(x, sigma, **extra)
+        if not bool(high.any()):
+            return self.network(x, sigma)
+        out = self.network(x, sigma)
+        rows = {k: v[high] for k, v in extra.items()}
+        out[high] = self.layout(x[high], sigma[high], **rows)
+        return out
+
+
+def split_sigmas(
+    sigma_min: float, sigma_max: float, switch: float, layout_steps: int, steps: int
+) -> torch.Tensor:
+    """A schedule split at `switch`: `layout_steps` levels log-spaced from sigma_max down to
+    (not including) the switch, then `steps` Karras levels from the switch down to sigma_min,
+    then 0. The network's detail needs finer steps at low noise than one Karras schedule
+    gives it, while fewer steps for the layout leave it more varied."""
+    top, bottom = math.log(sigma_max), math.log(switch)
+    high = torch.linspace(top, bottom, layout_steps + 1, dtype=torch.float64)[:-1]
+    low = karras_sigmas(max(1, int(steps)), sigma_min, switch)
+    return torch.cat([high.exp().float(), low])
+
+
+def random_shifts(
+    rows: int, std: tuple[float, float], generator: torch.Generator, device: torch.device
+) -> torch.Tensor | None:
+    """Random offsets (rows, 2) of the position prior, one per layout drawn: normal with std
+    `std` (vertical, horizontal) in image sides; None for std (0, 0)."""
+    sy, sx = std
+    if (sy, sx) == (0, 0):
+        return None
+    r = torch.randn((rows, 2), generator=generator, device=generator.device)
+    return r.to(device) * torch.tensor([float(sy), float(sx)], device=device)
+
+
+def layout_cut(sigmas: torch.Tensor, switch: float) -> int:
+    """How many leading noise levels of `sigmas` every candidate layout runs through before
+    one is chosen per sample, or 0 when there is no layout stage to choose from (no level on
+    one side of the switch). All the levels above the switch but its last: that level is the
+    finest and dearest closed-form one (0.6x of the size in the `fast` preset, where 4
+    candidates through it cost a seventh of the sample's time), so it runs once per sample,
+    and the candidates are compared on their clean estimates one level earlier. With only two
+    levels above the switch, both (an estimate at the top level says nothing)."""
+    above = int((sigmas > switch).sum())
+    return max(2, above - 1) if 2 <= above < len(sigmas) else 0
 
 
 def _coarse_patches(x: torch.Tensor) -> torch.Tensor:
@@ -31,20 +100,6 @@ def _coarse_patches(x: torch.Tensor) -> torch.Tensor:
     size = (max(PATCH, round(h * SCALE)), max(PATCH, round(w * SCALE)))
     small = F.interpolate(x.float(), size=size, mode="area")
     return F.unfold(small, PATCH).transpose(1, 2)
-
-
-def layout_cut(denoiser, sigmas: torch.Tensor) -> int:
-    """How many leading noise levels of `sigmas` every candidate layout runs through before
-    one is chosen per sample, or 0 when there is no layout stage to choose from: not a hybrid,
-    or no level on one side of the switch. All the levels above the switch but its last: that
-    level is the finest and dearest closed-form one (0.6x of the size in the `fast` preset,
-    where 4 candidates through it cost a seventh of the sample's time), so it runs once per
-    sample, and the candidates are compared on their clean estimates one level earlier. With
-    only two levels above the switch, both (an estimate at the top level says nothing)."""
-    if not isinstance(denoiser, HybridDenoiser):
-        return 0
-    above = int((sigmas > denoiser.switch).sum())
-    return max(2, above - 1) if 2 <= above < len(sigmas) else 0
 
 
 @torch.no_grad()
@@ -62,3 +117,10 @@ def layout_mismatch(x0: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         if cand.shape[0] >= 2:
             scores[i] = frechet_distance(*gaussian_stats(cand.T), *ref_stats)
     return scores
+
+
+def closest(clean: torch.Tensor, candidates: int, image: torch.Tensor) -> torch.Tensor:
+    """Row indices (m,): of each run of `candidates` rows of `clean` (m * candidates, 3, h, w),
+    the one whose coarse patches match `image`'s best (`layout_mismatch`)."""
+    scores = layout_mismatch(clean, image).view(-1, candidates)
+    return scores.argmin(1) + torch.arange(len(scores), device=scores.device) * candidates

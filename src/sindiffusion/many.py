@@ -22,13 +22,18 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CHECKPOINT, load_checkpoint
+from .checkpoint import CHECKPOINT, load_checkpoint, read_log
 from .config import Config
+from .config import preset as preset_config
 from .errors import SinDiffusionError
-from .image import atomic_write, load_image, resize, save_image
+from .guidance import guide
+from .image import atomic_write, contact_sheet, list_images, save_image, write_samples
+from .model import SinDiffusion, load
+from .report import markdown_table
+from .trainer import train
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 SAMPLE = "sample.png"  # one sample per run (seed 0) for the contact sheet
+PAIRS_PER_ROW = 4  # (training image, sample) pairs per row of the contact sheet
 FINAL_LOSS_STEPS = 10  # the summary's final loss is the mean over this many last steps
 
 
@@ -55,22 +60,6 @@ def parse_shard(text: str) -> tuple[int, int]:
             f"shard {text!r} is not i/n with 0 <= i < n; write e.g. 0/4 for the first of 4 workers."
         )
     return i, n
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """The image files directly in `folder`, sorted by name; one-line errors for a missing or
-    empty folder or one without images."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SinDiffusionError(f"{folder} is not a folder; give a folder of images.")
-    images = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-    if not images:
-        raise SinDiffusionError(
-            f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); give a folder of images."
-        )
-    return images
 
 
 def run_names(images: list[Path]) -> dict[Path, str]:
@@ -116,13 +105,10 @@ def train_many(
     Returns the summary rows of every image in the folder (all shards), also written to
     `runs/summary.md` and `runs/summary.csv`, with a contact sheet `runs/contact.png`.
     """
-    from .api import _preset, load
-    from .api import train as train_one
-
     images = list_images(folder)
     names = run_names(images)
     mine = shard(images, *shard_spec)
-    base = config if config is not None else _preset(preset)
+    base = config if config is not None else preset_config(preset)
     target = steps if steps is not None else base.train.steps
     runs = Path(runs)
     failed: dict[str, str] = {}
@@ -138,9 +124,9 @@ def train_many(
                 log(f"{head}: finished earlier, skipped")
                 continue
             t0 = time.perf_counter()
-            model = train_one(
+            model = train(
                 path,
-                config=Config.from_dict(base.to_dict()),  # a fresh copy per run
+                config=base,
                 out=run_dir,
                 steps=None if minutes is not None else target,
                 minutes=minutes,
@@ -160,21 +146,18 @@ def train_many(
             log(f"{head}: error: {e}")
     rows = summarize(folder, runs, failed)
     write_summary(rows, runs)
-    contact_sheet(folder, runs)
+    write_contact_sheet(folder, runs)
     return rows
 
 
-def _write_sample(model, run_dir: Path) -> Path:
+def _write_sample(model: SinDiffusion, run_dir: Path) -> Path:
     """One sample (seed 0, the preview's sampler steps) for the contact sheet."""
     steps = model.config.train.preview_steps
     return save_image(model.sample(n=1, seed=0, steps=steps)[0], run_dir / SAMPLE)
 
 
 def _final_loss(run_dir: Path) -> float:
-    lines = (
-        (run_dir / "log.csv").read_text().splitlines()[1:] if (run_dir / "log.csv").exists() else []
-    )
-    losses = [float(line.split(",")[1]) for line in lines[-FINAL_LOSS_STEPS:]]
+    losses = [row[1] for row in read_log(run_dir)[-FINAL_LOSS_STEPS:]]
     return sum(losses) / len(losses) if losses else math.nan
 
 
@@ -211,21 +194,16 @@ def summarize(
 
 def format_table(rows: list[RunSummary]) -> str:
     """The summary as a Markdown table."""
-    lines = [
-        "| image | run | status | steps | time (s) | final loss |",
-        "|---|---|---|--:|--:|--:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.image} | {r.run} | {r.status} | {r.steps} | {r.seconds:.1f} | {r.loss:.4g} |"
-        )
-    done = [r for r in rows if r.status == "done"]
-    lines.append("")
-    lines.append(
-        f"{len(done)} of {len(rows)} runs done, {sum(r.seconds for r in rows) / 60:.1f} "
-        f"minutes of training in total; final loss = mean of the last {FINAL_LOSS_STEPS} steps."
+    table = markdown_table(
+        ["image", "run", "status", "steps", "time (s)", "final loss"],
+        [(r.image, r.run, r.status, r.steps, f"{r.seconds:.1f}", f"{r.loss:.4g}") for r in rows],
+        align="lll",
     )
-    return "\n".join(lines) + "\n"
+    done = [r for r in rows if r.status == "done"]
+    return table + (
+        f"\n{len(done)} of {len(rows)} runs done, {sum(r.seconds for r in rows) / 60:.1f} "
+        f"minutes of training in total; final loss = mean of the last {FINAL_LOSS_STEPS} steps.\n"
+    )
 
 
 def write_summary(rows: list[RunSummary], runs: str | os.PathLike) -> tuple[Path, Path]:
@@ -243,42 +221,23 @@ def write_summary(rows: list[RunSummary], runs: str | os.PathLike) -> tuple[Path
     return md, csv_path
 
 
-def contact_sheet(
-    folder: str | os.PathLike, runs: str | os.PathLike, height: int = 96, pairs_per_row: int = 4
+def write_contact_sheet(
+    folder: str | os.PathLike, runs: str | os.PathLike, height: int = 96
 ) -> Path | None:
     """`runs/contact.png`: each finished run's training image next to its sample, `height` px
-    high, `pairs_per_row` pairs per row, with the run's name above; None when nothing is done."""
-    from PIL import Image, ImageDraw
-
-    from .image import tensor_to_pil
-
-    names = run_names(list_images(folder))
-    cells = []
-    for name in names.values():
+    high, PAIRS_PER_ROW pairs per row, the run's name in the corner; None when nothing is done."""
+    cells, labels = [], []
+    for name in run_names(list_images(folder)).values():
         run_dir = Path(runs) / name
-        if not (run_dir / SAMPLE).exists():
-            continue
-        pair = []
-        for file in (run_dir / "image.png", run_dir / SAMPLE):
-            img = load_image(file)
-            w = max(1, round(img.shape[-1] * height / img.shape[-2]))
-            pair.append(tensor_to_pil(resize(img, (height, w))))
-        cells.append((name, pair))
+        if (run_dir / SAMPLE).exists():
+            cells += [run_dir / "image.png", run_dir / SAMPLE]
+            labels += [name, None]
     if not cells:
         return None
-    pad, label = 6, 14
-    cell_w = max(a.width + b.width for _, (a, b) in cells) + 3 * pad
-    cell_h = height + label + 2 * pad
-    cols = min(pairs_per_row, len(cells))
-    rows = math.ceil(len(cells) / cols)
-    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), "white")
-    draw = ImageDraw.Draw(sheet)
-    for i, (name, (a, b)) in enumerate(cells):
-        x, y = (i % cols) * cell_w + pad, (i // cols) * cell_h + pad
-        draw.text((x, y), name, fill="black")
-        sheet.paste(a, (x, y + label))
-        sheet.paste(b, (x + a.width + pad, y + label))
-    return save_image(sheet, Path(runs) / "contact.png")
+    width = 2 * PAIRS_PER_ROW
+    rows = [cells[i : i + width] for i in range(0, len(cells), width)]
+    names = [labels[i : i + width] for i in range(0, len(labels), width)]
+    return save_image(contact_sheet(rows, labels=names, height=height), Path(runs) / "contact.png")
 
 
 def list_runs(runs: str | os.PathLike) -> list[Path]:
@@ -301,23 +260,21 @@ def sample_many(
     shard_spec: tuple[int, int] = (0, 1),
     device: str | torch.device | None = None,
     log: Callable[[str], None] = print,
-    guide: Callable | None = None,
+    guidance: dict | None = None,
     **sample_kwargs,
 ) -> list[Path]:
     """Draw `n` samples from every run in `runs` into `out/<run-name>/sample-NNN.png` (and
-    grid.png); `sample_kwargs` go to `SinDiffusion.sample` (size, scale, steps, sampler, seed).
-    guide: model -> a wrapped denoiser for that model (e.g. class guidance), or None.
-    Returns the output folders."""
-    from .api import load
-    from .cli import write_samples
-
+    grid.png); `sample_kwargs` go to `SinDiffusion.sample` (size, scale, steps, sampler,
+    candidates, renoise, autoguidance, seed). guidance: keyword arguments of
+    `guidance.guide` (e.g. {"class_name": "lakeside"}), built afresh for each run, so each
+    run's samples are those it would give alone. Returns the output folders."""
     folders = []
     todo = shard(list_runs(runs), *shard_spec)
     for k, run_dir in enumerate(todo, 1):
         model = load(run_dir, device=device)
         t0 = time.perf_counter()
-        denoiser = guide(model) if guide is not None else None
-        images = model.sample(n=n, denoiser=denoiser, **sample_kwargs)
+        steer = guide(**guidance, device=model.device) if guidance else None
+        images = model.sample(n=n, guide=steer, **sample_kwargs)
         dest = Path(out) / run_dir.name
         write_samples(images, dest)
         folders.append(dest)

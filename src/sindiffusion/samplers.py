@@ -1,12 +1,14 @@
 """Samplers: free functions with one signature, in the style of k-diffusion.
 
-    x = sample_NAME(denoiser, x, sigmas, generator=None, callback=None)
+    x = sample_NAME(denoiser, x, sigmas, generator=None, callback=None, extra_args=None)
 
-`denoiser(x, sigma) -> x0_hat` is any callable with the denoiser contract (a trained
-`Denoiser`, a guidance wrapper, the closed-form patch denoiser...). `x` starts as
-`noise * sigmas[0]`; `sigmas` decrease to a final 0. Randomness (ancestral steps) comes only
-from `generator`, so the same seed gives the same image. `callback(info)` is called after
-every step with a dict: i, x, sigma, sigma_next, denoised.
+`denoiser(x, sigma, **extra_args) -> x0_hat` is any callable with the denoiser contract (a
+trained `diffusion.Denoiser`, a wrapper from `guidance.py` or `layout.py`, the closed-form
+`PatchDenoiser`...). `x` starts as `noise * sigmas[0]`; `sigmas` decrease to a final 0.
+`extra_args` go to every denoiser call unchanged (e.g. `shift`, one row per row of x).
+Randomness (ancestral steps) comes only from `generator`, so the same seed gives the same
+image. `callback(info)` is called after every step with a dict: i, x, sigma, sigma_next,
+denoised. `resampled` wraps any sampler (RePaint resampling); it keeps the signature.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import torch
 
 from .errors import SinDiffusionError
 
-Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Denoise = Callable[..., torch.Tensor]  # (x, sigma, **extra) -> x0_hat
 Callback = Callable[[dict], None] | None
+Sampler = Callable[..., torch.Tensor]  # (denoiser, x, sigmas, generator, callback, extra_args)
 
 
 def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -43,7 +46,9 @@ def _report(callback: Callback, i: int, x, sigma, sigma_next, denoised) -> None:
 
 
 @torch.no_grad()
-def sample_ddpm(denoiser: Denoise, x, sigmas, generator=None, callback: Callback = None):
+def sample_ddpm(
+    denoiser: Denoise, x, sigmas, generator=None, callback: Callback = None, extra_args=None
+):
     """DDPM ancestral sampling (Ho et al.) with the fixed-large variance beta_t.
 
     Each step draws x_{t-1} from the posterior q(x_{t-1} | x_t, x0_hat) written in the
@@ -51,9 +56,10 @@ def sample_ddpm(denoiser: Denoise, x, sigmas, generator=None, callback: Callback
     levels this is exactly the paper's sampler.
     """
     _check(sigmas)
+    extra = extra_args or {}
     for i in range(len(sigmas) - 1):
         s, sn = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, s)
+        denoised = denoiser(x, s, **extra)
         abar, abar_next = 1 / (1 + s**2), 1 / (1 + sn**2)
         alpha = abar / abar_next
         beta = 1 - alpha
@@ -69,30 +75,36 @@ def sample_ddpm(denoiser: Denoise, x, sigmas, generator=None, callback: Callback
 
 
 @torch.no_grad()
-def sample_ddim(denoiser: Denoise, x, sigmas, generator=None, callback: Callback = None):
+def sample_ddim(
+    denoiser: Denoise, x, sigmas, generator=None, callback: Callback = None, extra_args=None
+):
     """DDIM (eta = 0), which in the sigma parameterisation is Euler's method on the
     probability-flow ODE dx/dsigma = (x - x0_hat) / sigma. Deterministic."""
     _check(sigmas)
+    extra = extra_args or {}
     for i in range(len(sigmas) - 1):
         s, sn = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, s)
+        denoised = denoiser(x, s, **extra)
         x = denoised + (sn / s) * (x - denoised)
         _report(callback, i, x, s, sn, denoised)
     return x
 
 
 @torch.no_grad()
-def sample_heun(denoiser: Denoise, x, sigmas, generator=None, callback: Callback = None):
+def sample_heun(
+    denoiser: Denoise, x, sigmas, generator=None, callback: Callback = None, extra_args=None
+):
     """Heun's second-order method on the probability-flow ODE (Karras et al., Algorithm 1).
     Two network calls per step except the last. Deterministic."""
     _check(sigmas)
+    extra = extra_args or {}
     for i in range(len(sigmas) - 1):
         s, sn = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, s)
+        denoised = denoiser(x, s, **extra)
         d = (x - denoised) / s
         x_next = x + (sn - s) * d
         if sn > 0:
-            d_next = (x_next - denoiser(x_next, sn)) / sn
+            d_next = (x_next - denoiser(x_next, sn, **extra)) / sn
             x_next = x + (sn - s) * (d + d_next) / 2
         x = x_next
         _report(callback, i, x, s, sn, denoised)
@@ -100,14 +112,17 @@ def sample_heun(denoiser: Denoise, x, sigmas, generator=None, callback: Callback
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(denoiser: Denoise, x, sigmas, generator=None, callback: Callback = None):
+def sample_dpmpp_2m(
+    denoiser: Denoise, x, sigmas, generator=None, callback: Callback = None, extra_args=None
+):
     """DPM-Solver++(2M) (Lu et al. 2022): a multistep second-order solver in log-sigma time that
     reuses the previous step's x0_hat, so it costs one network call per step. Deterministic."""
     _check(sigmas)
+    extra = extra_args or {}
     old_denoised = None
     for i in range(len(sigmas) - 1):
         s, sn = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, s)
+        denoised = denoiser(x, s, **extra)
         if sn == 0:
             x = denoised
         else:
@@ -137,10 +152,33 @@ def get_sampler(name: str) -> Callable:
     return SAMPLERS[name]
 
 
-def clipped(denoiser: Denoise) -> Denoise:
-    """Wrap a denoiser so that its clean-image estimate is clamped to [-1, 1]."""
+def resampled(sampler: Sampler, times: int = 2, jump: int = 2) -> Sampler:
+    """Wrap a sampler so that each stretch of `jump` steps is run `times` times (RePaint).
 
-    def wrapped(x: torch.Tensor, sigma) -> torch.Tensor:
-        return denoiser(x, sigma).clamp(-1, 1)
+    Between runs x is taken back from the stretch's last noise level s_b to its first s_a by
+    adding fresh noise of variance s_a^2 - s_b^2 (x = x0 + sigma * noise makes this exact), so
+    a regenerated region is re-harmonised with the known one. The last stretch (ending at
+    sigma = 0) runs once. `times` = 1 returns `sampler` itself. Same signature as a sampler.
+    """
+    if times <= 1:
+        return sampler
 
-    return wrapped
+    def sample(denoiser, x, sigmas, generator=None, callback=None, extra_args=None):
+        n = len(sigmas) - 1
+        for a in range(0, n, jump):
+            chunk = sigmas[a : min(a + jump, n) + 1]
+            cb = None
+            if callback is not None:
+
+                def cb(info, a=a):
+                    callback({**info, "i": info["i"] + a})
+
+            for r in range(times if chunk[-1] > 0 else 1):
+                if r:
+                    x = x + (chunk[0] ** 2 - chunk[-1] ** 2).sqrt() * _noise(x, generator)
+                x = sampler(
+                    denoiser, x, chunk, generator=generator, callback=cb, extra_args=extra_args
+                )
+        return x
+
+    return sample

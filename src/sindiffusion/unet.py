@@ -1,20 +1,30 @@
-"""The fully convolutional UNet with a patch-level receptive field, and its measurement.
+"""The fully convolutional UNet with a patch-level receptive field, its measurement, and the
+pretrained starting weights shipped with the package.
 
 No attention, no global pooling and no middle block: each output pixel sees a patch of the
-input (about 100 px for the `paper` preset), so the network learns the image's patch
-distribution instead of memorising the whole image.
+input (about 100 px for both presets), so the network learns the image's patch distribution
+instead of memorising the whole image.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
+from importlib.resources import files
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import safe_open
 
-from .config import ModelConfig
+from .config import Config, ModelConfig, preset
+from .errors import SinDiffusionError
+
+# train.init name -> files in assets/, one per network shape it was pretrained for: the
+# `fast` network of now, and the one `fast` runs made before its "low_conv" upsampling
+# (kept so that those runs still find their starting weights, e.g. for autoguidance).
+INITS = {"generic": ("generic-init.safetensors", "generic-init-conv.safetensors")}
 
 
 def _groups(channels: int, groups: int) -> int:
@@ -105,7 +115,7 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """Denoising UNet: `unet(x, t) -> out`, x (N, C, H, W), t (N,) noise-level values.
+    """Denoising UNet: `unet(x, t) -> out`, x (N, 3, H, W), t (N,) noise-level values.
 
     Any H, W works: odd sizes are handled by upsampling to the skip connection's size, so
     the noise's shape sets the output's size. Output has the input's shape.
@@ -119,8 +129,7 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(
             nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
-        pixels = cfg.in_channels * cfg.patch**2  # channels after pixel-unshuffle
-        self.in_conv = nn.Conv2d(pixels, ch, 3, padding=1)
+        self.in_conv = nn.Conv2d(3, ch, 3, padding=1)
 
         self.down = nn.ModuleList()
         skips = [ch]
@@ -146,17 +155,12 @@ class UNet(nn.Module):
                     cur = nxt
 
         self.out_norm = GroupNorm(_groups(cur, cfg.groups), cur)
-        self.out_conv = nn.Conv2d(cur, pixels, 3, padding=1)
+        self.out_conv = nn.Conv2d(cur, 3, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         emb = self.time_embed(timestep_embedding(t, self.cfg.base_channels).to(x.dtype))
-        p = self.cfg.patch
-        size = x.shape[-2:]
-        if p > 1:  # pad to a multiple of the patch (replicate: no artificial dark border), fold
-            x = F.pad(x, (0, -size[1] % p, 0, -size[0] % p), mode="replicate")
-            x = F.pixel_unshuffle(x, p)
         h = self.in_conv(x)
         hs = [h]
         for m in self.down:
@@ -167,10 +171,7 @@ class UNet(nn.Module):
                 h = m(h, hs[-1].shape[-2:])
             else:
                 h = m(torch.cat([h, hs.pop()], dim=1), emb)
-        out = self.out_conv(F.silu(self.out_norm(h)))
-        if p > 1:
-            out = F.pixel_shuffle(out, p)[..., : size[0], : size[1]]
-        return out
+        return self.out_conv(F.silu(self.out_norm(h)))
 
     @property
     def stride(self) -> int:
@@ -179,8 +180,8 @@ class UNet(nn.Module):
 
 
 def stride(cfg: ModelConfig) -> int:
-    """The total downsampling factor of a UNet with this config (patch stem x levels)."""
-    return cfg.patch * 2 ** (len(cfg.channel_mults) - 1)
+    """The total downsampling factor of a UNet with this config."""
+    return 2 ** (len(cfg.channel_mults) - 1)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -205,7 +206,7 @@ def measure_receptive_field(cfg: ModelConfig, size: int = 256, seed: int = 0) ->
         if isinstance(m, GroupNorm):
             m.detach_stats = True
     while True:
-        x = torch.randn(1, cfg.in_channels, size, size, generator=gen, requires_grad=True)
+        x = torch.randn(1, 3, size, size, generator=gen, requires_grad=True)
         out = net(x, torch.tensor([10.0]))
         c = size // 2
         out[0, :, c, c].sum().backward()
@@ -216,3 +217,29 @@ def measure_receptive_field(cfg: ModelConfig, size: int = 256, seed: int = 0) ->
         if not touches or size >= 2048:
             return int(max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1))
         size *= 2
+
+
+def initial_weights(name: str | None, model: ModelConfig) -> dict[str, torch.Tensor] | None:
+    """The starting weights `train.init` names, for a network of shape `model` (None: random).
+
+    "generic" is the `fast` network pretrained for 2000 steps on nine public-domain and CC0
+    photos and textures (`tools/pretrain_init.py`; none of Places50): it starts knowing how
+    natural images denoise, so a run spends its minutes on its one image. Each weights file
+    records the network shape it fits; another shape is a one-sentence error.
+    """
+    if name is None:
+        return None
+    if name not in INITS:
+        raise SinDiffusionError(
+            f"unknown train.init {name!r}; use one of {', '.join(INITS)} or null (random)."
+        )
+    for file in INITS[name]:
+        with safe_open(str(files("sindiffusion") / "assets" / file), framework="pt") as f:
+            # Through Config.from_dict: the files record the model fields of their time.
+            shape = Config.from_dict({"model": json.loads(f.metadata()["model"])}).model
+            if shape == model:
+                return {k: f.get_tensor(k) for k in f.keys()}
+    raise SinDiffusionError(
+        f"train.init {name!r} fits only the `fast` network ({preset('fast').model}), not "
+        f"{model}; set train.init to null to start from random weights."
+    )

@@ -1,33 +1,35 @@
-"""Applications of a trained single-image model, all built on the denoiser contract.
+"""Applications of a single-image model, all built on one sampling call (`sampling.py`).
 
 - `outpaint`, `inpaint`: regenerate a masked region, keeping the rest (`apps.outpaint`);
 - `sdedit`, `paint`, `harmonize`, `edit`: noise an input part-way, denoise (`apps.sdedit`).
 
-Each takes a model (anything with `.denoiser`, `.image`, `.config.diffusion`, `.device`) and
-composes with any sampler and any guidance wrapper (`sindiffusion.guidance`) via `denoiser=`.
+Each takes a model (`SinDiffusion`, trained or zero-training) and the sampling options of
+`SinDiffusion.sample` (sampler, steps, candidates, renoise, autoguidance, guide, seed, ...).
 """
 
 from .outpaint import (
+    ANCHORS,
     inpaint,
-    load_mask,
+    input_image,
+    input_mask,
     outpaint,
     outpaint_canvas,
     parse_extend,
     regenerate,
-    resampled,
 )
 from .sdedit import edit, harmonize, paint, sdedit
 
 __all__ = [
+    "ANCHORS",
     "edit",
     "harmonize",
     "inpaint",
-    "load_mask",
+    "input_image",
+    "input_mask",
     "outpaint",
     "outpaint_canvas",
     "paint",
     "parse_extend",
     "regenerate",
-    "resampled",
     "sdedit",
 ]

@@ -2,31 +2,30 @@
 
 A mask says which pixels to regenerate (True / white) and which to keep. At every sampler
 step the known region is kept (noised to the current level, via `guidance.KnownRegion`) and
-the rest is denoised; RePaint-style resampling (`resampled`) runs each stretch of the
-schedule several times, re-noising in between, so that the new region and the known one
+the rest is denoised; RePaint-style resampling (`samplers.resampled`) runs each stretch of
+the schedule several times, re-noising in between, so that the new region and the known one
 agree at every noise level and no seam shows. The SDEdit family (`apps.sdedit`) is the same
-function started part-way down the schedule.
+function started part-way down the schedule. Every sampling option of `SinDiffusion.sample`
+works here too (sampler, steps, candidates, renoise, autoguidance, guide).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import SinDiffusionError
-from ..guidance import KnownRegion
-from ..image import MIN_SIDE, from_uint8, open_image, to_uint8
-from ..samplers import clipped, get_sampler
+from ..guidance import Guide
+from ..image import MAX_SIDE, check_image_tensor, check_mask, load_image, load_mask
+from ..sampling import build_plan, run
 
-MAX_SIDE = 8192  # largest output side, as for `sindiffusion sample --size`
+if TYPE_CHECKING:
+    from ..model import SinDiffusion
+
 MAX_GROWTH = 16  # an outpainted side may be at most this many times the input's
-MASK_THRESHOLD = 128  # mask pixels >= this (of 255, luminance) are regenerated
-MASK_GREY_LIMIT = 0.05  # a mask with more mid-grey pixels than this is not a mask
 ANCHORS = {
     "center": (0.5, 0.5),
     "top": (0.0, 0.5),
@@ -40,62 +39,21 @@ ANCHORS = {
 }
 
 
-def resampled(sampler: Callable, times: int = 2, jump: int = 2) -> Callable:
-    """Wrap a sampler so that each stretch of `jump` steps is run `times` times (RePaint).
-
-    Between runs x is taken back from the stretch's last noise level s_b to its first s_a by
-    adding fresh noise of variance s_a^2 - s_b^2 (x = x0 + sigma * noise makes this exact), so
-    the generated region is re-harmonised with the known one. The last stretch (ending at
-    sigma = 0) runs once. `times` = 1 returns `sampler` itself. Same signature as a sampler.
-    """
-    if times <= 1:
-        return sampler
-
-    def sample(denoiser, x, sigmas, generator=None, callback=None):
-        n = len(sigmas) - 1
-        for a in range(0, n, jump):
-            chunk = sigmas[a : min(a + jump, n) + 1]
-            cb = None
-            if callback is not None:
-
-                def cb(info, a=a):
-                    callback({**info, "i": info["i"] + a})
-
-            for r in range(times if chunk[-1] > 0 else 1):
-                if r:
-                    dev = generator.device if generator is not None else x.device
-                    noise = torch.randn(x.shape, generator=generator, device=dev).to(x.device)
-                    x = x + (chunk[0] ** 2 - chunk[-1] ** 2).sqrt() * noise
-                x = sampler(denoiser, x, chunk, generator=generator, callback=cb)
-        return x
-
-    return sample
-
-
-def schedule(model, steps: int, strength: float = 1.0) -> torch.Tensor:
-    """The model's `steps`-level schedule cut to its last ceil(strength * steps) levels, then 0.
-
-    strength in (0, 1]: 1 starts from pure noise (sigma_max); 0.5 from the level half-way down
-    the schedule (the SDEdit t0), so only that many steps run.
-    """
-    if not 0 < strength <= 1:
-        raise SinDiffusionError(f"strength {strength:g} is out of range; give a value in (0, 1].")
-    sigmas = model.denoiser.sampling_sigmas(steps)
-    k = max(1, math.ceil(strength * (len(sigmas) - 1) - 1e-9))
-    return sigmas[len(sigmas) - 1 - k :]
-
-
 def regenerate(
-    model,
+    model: SinDiffusion,
     image: torch.Tensor,
     mask: torch.Tensor | None = None,
     strength: float = 1.0,
-    n: int = 1,
+    n: int = 4,
+    *,
     steps: int | None = None,
     sampler: str | None = None,
+    candidates: int = 1,
+    renoise: float = 0.0,
+    autoguidance: float | None = None,
     seed: int = 0,
     generator: torch.Generator | None = None,
-    denoiser: Callable | None = None,
+    guide: Guide | None = None,
     resample: int = 2,
     jump: int = 2,
     exact: bool = True,
@@ -104,80 +62,74 @@ def regenerate(
 ) -> torch.Tensor:
     """Noise `image` to the level `strength`, then denoise it, keeping it outside `mask`.
 
-    model: a loaded model (`.denoiser`, `.config.diffusion`, `.device`);
+    model: a trained or zero-training `SinDiffusion`;
     image (3, H, W) in [-1, 1], any size (the network is fully convolutional);
     mask (H, W) bool, True = regenerate; None = the whole image (plain SDEdit);
     strength in (0, 1]: where on the sampler's schedule to start (1 = from pure noise);
+    steps, sampler, candidates, renoise, autoguidance, guide: as `SinDiffusion.sample`, but
+    one layout per result by default (`candidates=1`, no renoise, no random layout shift):
+    the kept region already pins the layout;
     resample, jump: RePaint resampling, each `jump` steps run `resample` times (1 = off);
-    exact: paste the known pixels back at the end, so they are bit-identical in an 8-bit file;
-    denoiser: a wrapped denoiser (e.g. guidance) instead of the model's own.
+    exact: paste the known pixels back at the end, so they are bit-identical in an 8-bit file.
     Returns (n, 3, H, W) in [-1, 1] on the CPU; the same seed gives the same images.
     """
-    cfg = model.config.diffusion
+    if not (isinstance(n, int) and n >= 1):
+        raise SinDiffusionError(f"n is {n}; ask for at least 1 result.")
+    if not (isinstance(resample, int) and resample >= 1 and isinstance(jump, int) and jump >= 1):
+        raise SinDiffusionError(
+            f"resample ({resample}) and jump ({jump}) must be whole numbers of at least 1."
+        )
     h, w = image.shape[-2:]
     if mask is None:
         mask = torch.ones(h, w, dtype=torch.bool)
-    assert mask.shape == (h, w) and mask.dtype == torch.bool, (mask.shape, image.shape)
+    elif tuple(mask.shape) != (h, w):
+        raise SinDiffusionError(
+            f"the mask has shape {tuple(mask.shape)} but the image is {(h, w)}; give a mask "
+            "of the image's size (H, W)."
+        )
+    mask = mask.bool().cpu()
+    opts = model.options(
+        steps=steps,
+        sampler=sampler,
+        candidates=candidates,
+        renoise=renoise,
+        autoguidance=autoguidance,
+    )
+    opts.shift = (0.0, 0.0)
     dev = model.device
-    steps = steps or cfg.sample_steps
-    sigmas = schedule(model, steps, strength).to(dev)
-    fn = resampled(get_sampler(sampler or cfg.sampler), resample, max(1, jump))
-    den = denoiser or model.denoiser
-    if cfg.clip_denoised:
-        den = clipped(den)
     known = image.to(dev, torch.float32)
-    if not mask.all():
-        den = KnownRegion(den, known, mask.to(dev))
+    keep = None if mask.all() else (known, mask.to(dev))
+    plan = build_plan(model.parts, opts, guide, keep, strength, (resample, jump))
     if generator is None:
         generator = torch.Generator(device=dev).manual_seed(seed)
-    noise = torch.randn((n, 3, h, w), generator=generator, device=generator.device).to(dev)
-    x = known[None] + sigmas[0] * noise
-    bar = tqdm(disable=not progress, unit="step", desc="sampling")
-
-    def step_cb(info):
-        bar.update(1)
-        if callback is not None:
-            callback(info)
-
-    x = fn(den, x, sigmas, generator=generator, callback=step_cb).clamp(-1, 1).cpu()
-    bar.close()
+    # All n at once (max_pixels None): one batch, so RePaint's re-noising draws as it always has.
+    x = run(plan, n, (h, w), generator, dev, start=known, callback=callback,
+            progress=progress, max_pixels=None)  # fmt: skip
     if exact:
         x = torch.where(mask.cpu(), x, image.cpu().float())
     return x
 
 
-def load_mask(path: str | os.PathLike, size: tuple[int, int]) -> torch.Tensor:
-    """Read a mask file as (H, W) bool, True (white) = regenerate; `size` = (H, W) it must have.
-
-    Policy: luminance >= 128 is white. Anti-aliased edges are fine, but a file with more than
-    5% mid-grey pixels (16-239) is refused as not a black-and-white mask, and so is a mask
-    that is all black (nothing to do) or all white (nothing kept: use `sample`).
-    """
-    img = open_image(path).convert("L")
-    if (img.height, img.width) != tuple(size):
-        raise SinDiffusionError(
-            f"{path} is {img.width}x{img.height} px but the image is {size[1]}x{size[0]}; "
-            "give a mask of the image's size."
-        )
-    a = np.asarray(img)
-    grey = float(((a >= 16) & (a <= 239)).mean())
-    if grey > MASK_GREY_LIMIT:
-        raise SinDiffusionError(
-            f"{path} is not a black-and-white mask ({grey:.0%} of it is grey); paint the "
-            "region to regenerate white and the rest black."
-        )
-    return check_mask(torch.from_numpy(a >= MASK_THRESHOLD), str(path))
+def input_image(
+    model: SinDiffusion, image: torch.Tensor | str | os.PathLike | None
+) -> torch.Tensor:
+    """An application's input as (3, H, W) in [-1, 1]: a tensor (quantised to 8 bits like a
+    file, so `exact` keeps exactly what a saved PNG would hold), a file, or None for the
+    model's training image."""
+    if image is None:
+        return model.image.float().cpu()
+    if isinstance(image, torch.Tensor):
+        return check_image_tensor(image)
+    return load_image(image)
 
 
-def check_mask(mask: torch.Tensor, what: str = "mask") -> torch.Tensor:
-    """Refuse an all-black (nothing to regenerate) or all-white (nothing kept) mask."""
-    if not mask.any():
-        raise SinDiffusionError(f"{what} is all black; paint the region to regenerate white.")
-    if mask.all():
-        raise SinDiffusionError(
-            f"{what} is all white, so nothing is kept; use `sindiffusion sample` instead."
-        )
-    return mask
+def input_mask(mask: torch.Tensor | str | os.PathLike, size: tuple[int, int]) -> torch.Tensor:
+    """An application's mask as (H, W) bool for an image of `size` (H, W): a tensor or a mask
+    file (`image.load_mask`'s policy); a one-sentence error for a wrong size, all black or
+    all white."""
+    if isinstance(mask, torch.Tensor):
+        return check_mask(mask, size)
+    return load_mask(mask, size)
 
 
 def parse_extend(text: str) -> dict[str, int]:
@@ -247,24 +199,8 @@ def outpaint_canvas(
     return canvas, mask
 
 
-def _image(model, image: torch.Tensor | str | os.PathLike | None) -> torch.Tensor:
-    """The input image as (3, H, W) in [-1, 1]: a tensor, a file, or the training image."""
-    if image is None:
-        return model.image.float().cpu()
-    if isinstance(image, torch.Tensor):
-        if image.dim() != 3 or image.shape[0] != 3 or min(image.shape[-2:]) < MIN_SIDE:
-            raise SinDiffusionError(
-                f"image tensor has shape {tuple(image.shape)}; give (3, H, W) with sides >= {MIN_SIDE}."
-            )
-        # 8-bit quantised like a file, so `exact` keeps exactly what a saved PNG would hold.
-        return from_uint8(to_uint8(image))
-    from ..image import load_image
-
-    return load_image(image)
-
-
 def outpaint(
-    model,
+    model: SinDiffusion,
     image: torch.Tensor | str | os.PathLike | None = None,
     extend: dict[str, int] | None = None,
     size: tuple[int, int] | None = None,
@@ -276,31 +212,22 @@ def outpaint(
     image: (3, h, w) in [-1, 1], a file path, or None for the training image;
     extend {"left": px, "right": px, "top": px, "bottom": px} or size (H, W) + anchor (see
     `outpaint_canvas`); other keyword arguments as `regenerate` (n, steps, sampler, seed,
-    denoiser, resample, jump, exact, ...).
+    candidates, autoguidance, guide, resample, jump, exact, ...).
     """
-    canvas, mask = outpaint_canvas(_image(model, image), extend, size, anchor)
+    canvas, mask = outpaint_canvas(input_image(model, image), extend, size, anchor)
     return regenerate(model, canvas, mask, **kwargs)
 
 
 def inpaint(
-    model,
+    model: SinDiffusion,
     mask: torch.Tensor | str | os.PathLike,
     image: torch.Tensor | str | os.PathLike | None = None,
     **kwargs,
 ) -> torch.Tensor:
     """Regenerate the white (True) part of `mask`; returns (n, 3, H, W) in [-1, 1].
 
-    mask: (H, W) bool or a mask file (see `load_mask`); image as in `outpaint`; other keyword
-    arguments as `regenerate`.
+    mask: (H, W) bool or a mask file (`image.load_mask`); image as in `outpaint`; other
+    keyword arguments as `regenerate`.
     """
-    img = _image(model, image)
-    if isinstance(mask, torch.Tensor):
-        if mask.shape != img.shape[-2:]:
-            raise SinDiffusionError(
-                f"mask has shape {tuple(mask.shape)} but the image is {tuple(img.shape[-2:])}; "
-                "give a mask of the image's size."
-            )
-        mask = check_mask(mask.bool().cpu())
-    else:
-        mask = load_mask(mask, tuple(img.shape[-2:]))
-    return regenerate(model, img, mask, **kwargs)
+    img = input_image(model, image)
+    return regenerate(model, img, input_mask(mask, tuple(img.shape[-2:])), **kwargs)

@@ -13,14 +13,18 @@ give them at the training image's scale, since the model knows patches of that s
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
 
-from .outpaint import _image, check_mask, load_mask, regenerate
+from .outpaint import input_image, input_mask, regenerate
+
+if TYPE_CHECKING:
+    from ..model import SinDiffusion
 
 
 def sdedit(
-    model,
+    model: SinDiffusion,
     image: torch.Tensor | str | os.PathLike | None,
     strength: float = 0.5,
     mask: torch.Tensor | str | os.PathLike | None = None,
@@ -31,28 +35,26 @@ def sdedit(
     image: (3, H, W) in [-1, 1] or a file (None: the training image); strength in (0, 1];
     mask: (H, W) bool or a mask file, True / white = may change, the rest is kept (None: the
     whole image may change); other keyword arguments as `outpaint.regenerate` (n, steps,
-    sampler, seed, denoiser, resample, exact, ...).
+    sampler, seed, candidates, autoguidance, guide, resample, exact, ...).
     """
-    img = _image(model, image)
-    if mask is not None and not isinstance(mask, torch.Tensor):
-        mask = load_mask(mask, tuple(img.shape[-2:]))
-    elif mask is not None:
-        mask = check_mask(mask.bool().cpu())
+    img = input_image(model, image)
+    if mask is not None:
+        mask = input_mask(mask, tuple(img.shape[-2:]))
     return regenerate(model, img, mask, strength=strength, **kwargs)
 
 
-def paint(model, sketch, strength: float = 0.6, **kwargs) -> torch.Tensor:
+def paint(model: SinDiffusion, sketch, strength: float = 0.6, **kwargs) -> torch.Tensor:
     """Paint-to-image: a coarse colour sketch becomes an image in the training image's style."""
     return sdedit(model, sketch, strength=strength, **kwargs)
 
 
-def harmonize(model, image, mask, strength: float = 0.4, **kwargs) -> torch.Tensor:
+def harmonize(model: SinDiffusion, image, mask, strength: float = 0.4, **kwargs) -> torch.Tensor:
     """Harmonization: the pasted object (white in `mask`) takes on the image's colours and
     texture; everything outside the mask is kept."""
     return sdedit(model, image, strength=strength, mask=mask, **kwargs)
 
 
-def edit(model, image, mask=None, strength: float = 0.5, **kwargs) -> torch.Tensor:
+def edit(model: SinDiffusion, image, mask=None, strength: float = 0.5, **kwargs) -> torch.Tensor:
     """Editing: a hand-edited image (cut / pasted regions) is made seamless again; with a mask,
     only the edited region (white) changes."""
     return sdedit(model, image, strength=strength, mask=mask, **kwargs)

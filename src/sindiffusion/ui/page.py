@@ -1,51 +1,40 @@
-"""The local web page (`sindiffusion ui`): upload an image, train with live progress, draw
-samples of any size, download the checkpoint and images, reopen earlier runs.
-
-Built on gradio (the optional `[ui]` extra). Security model: the page listens on 127.0.0.1
-unless told otherwise; an upload must be an image of at most `max_upload_mb`; everything it
-writes (gradio's upload cache included) stays inside its runs folder, under run names the server
-makes itself; a browser names a run only by picking one from the server's list, and the server
-checks that name again before touching the disk.
-
-    from sindiffusion.ui import serve
-    serve(host="127.0.0.1", port=7860, runs="runs")       # blocks until Ctrl-C
-"""
+"""The page itself (gradio): its layout and the handlers behind its buttons. The server-side
+rules (runs folder, uploads, background training) are in `ui.runs`."""
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import inspect
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from .config import Config, preset
-from .errors import SinDiffusionError
+from .. import apps
+from ..checkpoint import CHECKPOINT
+from ..config import Config, load_config, preset
+from ..errors import SinDiffusionError
+from ..guidance import CLIP_ENV, Guide, guide
+from ..image import IMAGE_SUFFIXES, MIN_SIDE, save_image, tensor_to_pil, write_samples
+from ..model import SinDiffusion
+from .runs import (
+    MAX_UPLOAD_MB,
+    PREVIEW_SECONDS,
+    RunStore,
+    TrainingJob,
+    check_upload,
+)
 
-if TYPE_CHECKING:
-    from .api import SinDiffusion
-
-MAX_UPLOAD_MB = 20  # default upload limit; larger files are refused before they reach the disk
-MAX_PIXELS = 50_000_000  # an upload is refused above this many pixels (decompression bombs)
 CONFIG_ENV = "SINDIFFUSION_UI_CONFIG"  # a config JSON used instead of the fast preset (tests)
-IMAGE_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"]
 MAX_SAMPLE_SIDE = 1024  # the page is for one laptop; bigger samples belong to the CLI
 MAX_SAMPLES = 16
-PREVIEW_SECONDS = 30.0  # live preview samples at most this often: they take time from training
-CLIP_ENV = "SINDIFFUSION_CLIP_MODEL"  # as in sindiffusion.guidance
 CACHE_DIR = ".gradio"  # gradio's upload/download cache, inside the runs folder
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")
-_CHECKPOINT = "checkpoint.safetensors"
 
 
 def _gradio():
@@ -57,209 +46,6 @@ def _gradio():
             'the web page needs gradio; install it with: pip install "sindiffusion[ui]"'
         ) from None
     return gradio
-
-
-# --- the runs folder ---------------------------------------------------------------------------
-class RunStore:
-    """The folder of run folders the page reads and writes.
-
-    Names come from the server (`new_run`) and are checked again (`path`) when a browser sends
-    one back, so no path from a browser ever reaches the disk.
-    """
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._models: dict[str, tuple[float, SinDiffusion]] = {}
-        self._lock = threading.Lock()
-
-    def names(self) -> list[str]:
-        """Run folders that hold a checkpoint, newest first."""
-        runs = [
-            p
-            for p in self.root.iterdir()
-            if p.is_dir() and _RUN_NAME.match(p.name) and (p / _CHECKPOINT).is_file()
-        ]
-        return [p.name for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)]
-
-    def path(self, name: Any) -> Path:
-        """The folder of an existing run; any other name is refused."""
-        if not isinstance(name, str) or not _RUN_NAME.match(name) or name not in self.names():
-            raise SinDiffusionError("pick a run from the list (train one first if it is empty).")
-        return self.root / name
-
-    def new_run(self, filename: str) -> Path:
-        """Create an empty run folder named after the uploaded file's stem and the time."""
-        stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(filename).stem).strip("-_")[:40] or "image"
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        for i in range(1000):
-            path = self.root / (f"{stem}-{stamp}" + (f"-{i}" if i else ""))
-            try:
-                path.mkdir()
-                return path
-            except FileExistsError:
-                continue
-        raise SinDiffusionError("could not make a new run folder; clean up the runs folder.")
-
-    def model(self, name: Any, device: str | None = None) -> SinDiffusion:
-        """The run's model, loaded once and again only when its checkpoint changes."""
-        from .api import load
-
-        path = self.path(name)
-        mtime = (path / _CHECKPOINT).stat().st_mtime
-        with self._lock:
-            cached = self._models.get(name)
-            if cached is None or cached[0] != mtime:
-                cached = (mtime, load(path, device=device))
-                self._models[name] = cached
-        return cached[1]
-
-
-def check_upload(
-    path: str | os.PathLike | None, config: Config, max_upload_mb: float = MAX_UPLOAD_MB
-) -> torch.Tensor:
-    """Validate an uploaded file and load it as the training image (3, H, W) in [-1, 1],
-    resized as `config` trains it. Raises `SinDiffusionError` with one sentence otherwise."""
-    from PIL import Image
-
-    from .image import load_image
-    from .unet import stride
-
-    if path is None:
-        raise SinDiffusionError("upload an image first (PNG, JPEG, WebP, TIFF or BMP).")
-    path = Path(path)
-    size = path.stat().st_size
-    if size > max_upload_mb * 2**20:
-        raise SinDiffusionError(
-            f"{path.name} is {size / 2**20:.1f} MB; upload an image of at most {max_upload_mb:g} MB."
-        )
-    if path.suffix.lower() not in IMAGE_TYPES:
-        raise SinDiffusionError(
-            f"{path.name} is not an image; upload a PNG, JPEG, WebP, TIFF or BMP."
-        )
-    try:
-        with Image.open(path) as img:
-            pixels = img.width * img.height
-    except Exception:  # any failure to parse the header is the same user error
-        raise SinDiffusionError(
-            f"{path.name} is not an image Pillow can read; upload a PNG, JPEG, WebP, TIFF or BMP."
-        ) from None
-    if pixels > MAX_PIXELS:
-        raise SinDiffusionError(
-            f"{path.name} has {pixels / 1e6:.0f} megapixels; upload at most {MAX_PIXELS // 10**6}."
-        )
-    try:
-        return load_image(path, max_size=config.train.max_size, multiple=stride(config.model))
-    except SinDiffusionError as e:  # the message names the cache path; the user knows the name
-        raise SinDiffusionError(str(e).replace(str(path), path.name)) from None
-
-
-# --- training in the background ----------------------------------------------------------------
-class TrainingJob:
-    """One training run in a background thread: the page polls it and may stop it.
-
-    Stopping works like Ctrl-C on the command line: the trainer saves a checkpoint and returns.
-    """
-
-    def __init__(
-        self,
-        image: torch.Tensor,
-        config: Config,
-        run_dir: Path,
-        steps: int | None = None,
-        minutes: float | None = None,
-        seed: int = 0,
-        device: str | None = None,
-        preview_seconds: float = PREVIEW_SECONDS,
-    ):
-        from .train import Trainer
-
-        self.trainer = Trainer(image, config, seed=seed, run_dir=run_dir, device=device)
-        self.run_dir = run_dir
-        self.steps, self.minutes = steps, minutes
-        self.preview_seconds = preview_seconds
-        self.preview_path: Path | None = None
-        self.error: str | None = None
-        self.done = False
-        self.stopped = False
-        self.loss = float("nan")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sindiffusion-train", daemon=True)
-        self._t0 = self._last_preview = 0.0
-
-    def start(self) -> TrainingJob:
-        self._t0 = self._last_preview = time.perf_counter()
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def _callback(self, info: dict) -> None:
-        self.loss = info["loss"]
-        if self._stop.is_set():
-            raise KeyboardInterrupt  # Trainer.run saves a checkpoint on it, as on Ctrl-C
-        if time.perf_counter() - self._last_preview >= self.preview_seconds:
-            self.preview_path = self.trainer.preview()
-            self._last_preview = time.perf_counter()
-
-    def _run(self) -> None:
-        try:
-            result = self.trainer.run(
-                steps=self.steps, minutes=self.minutes, progress=False, callback=self._callback
-            )
-            self.stopped = result["interrupted"]
-            # Trainer.run previews at the end unless stopped; a stopped run gets one here.
-            self.preview_path = (
-                self.trainer.preview()
-                if self.stopped
-                else self.run_dir / "previews" / f"step-{self.trainer.step:06d}.png"
-            )
-        except SinDiffusionError as e:
-            self.error = str(e)
-        except Exception as e:  # shown on the page instead of dying silently in a thread
-            self.error = f"training failed ({type(e).__name__}: {e})."
-        finally:
-            self.done = True
-
-    def status(self) -> str:
-        """One line of Markdown: step, loss, speed and time left."""
-        t = self.trainer
-        step, elapsed = t.step, t.elapsed
-        rate = step / elapsed if elapsed > 0 else 0.0
-        if self.minutes is not None:
-            total, left = "", max(0.0, self.minutes * 60 - elapsed)
-        else:
-            goal = self.steps or t.config.train.steps
-            total = f" / {goal}"
-            left = (goal - step) / rate if rate > 0 else float("nan")
-        if self.error:
-            state = "**failed**"
-        elif self.done:
-            state = "**stopped**" if self.stopped else "**done**"
-        else:
-            state = "**training**"
-        eta = f"{int(left) // 60}:{int(left) % 60:02d}" if left == left else "…"
-        parts = [state, f"step {step}{total}", f"loss {self.loss:.4f}", f"{rate:.1f} steps/s"]
-        parts.append(f"{elapsed:.0f} s" if self.done else f"ETA {eta}")
-        return " · ".join(parts)
-
-    def loss_table(self, points: int = 400):
-        """The loss log as a DataFrame (step, loss), smoothed and thinned for plotting."""
-        import pandas as pd
-
-        rows = list(self.trainer.log)
-        k = max(1, len(rows) // 50)  # moving average over about 2 % of the run
-        losses = [r[1] for r in rows]
-        smooth = [
-            sum(losses[max(0, i - k) : i + 1]) / len(losses[max(0, i - k) : i + 1])
-            for i in range(len(rows))
-        ]
-        every = max(1, len(rows) // points)
-        return pd.DataFrame({"step": [r[0] for r in rows][::every], "loss": smooth[::every]})
 
 
 # --- the page ----------------------------------------------------------------------------------
@@ -311,8 +97,6 @@ def build_app(
     preview_seconds: float = PREVIEW_SECONDS,
 ):
     """The page as a `gradio.Blocks` (not started). `config` replaces the fast preset."""
-    from .image import MIN_SIDE, tensor_to_pil
-
     gr = _gradio()
     store = RunStore(runs)
     # Served in place: without this gradio copies every file it shows (checkpoints too) into its
@@ -388,10 +172,10 @@ def build_app(
         run_dir = store.path(name)
         info = (
             f"**{name}** · preset {model.config.preset} · {model.step} steps · "
-            f"training image {w}x{h} px · sampler {model.config.diffusion.sampler} "
-            f"({model.config.diffusion.sample_steps} steps)"
+            f"training image {w}x{h} px · sampler {model.config.sampling.sampler} "
+            f"({model.config.sampling.steps} steps)"
         )
-        return info, _latest_preview(run_dir), str(run_dir / _CHECKPOINT)
+        return info, _latest_preview(run_dir), str(run_dir / CHECKPOINT)
 
     tracker = gr.Progress()  # gradio shows a progress bar for a handler with one as default
 
@@ -407,9 +191,9 @@ def build_app(
             )
         n = _whole(n, "the number of samples", 1, MAX_SAMPLES)
         seed = _whole(seed, "the seed", 0, 2**31 - 1)
-        den, tag = guided(model, cls, text, scale, seed)
+        steer, tag = guided(model, cls, text, scale, seed)
         images = model.sample(
-            n=n, size=(h, w), seed=seed, denoiser=den, callback=_ticker(progress, n, model)
+            n=n, size=(h, w), seed=seed, guide=steer, callback=_ticker(progress, n, model)
         )
         return _write_gallery(
             images, store.path(name) / "samples" / f"{w}x{h}-seed{seed}-n{n}{tag}"
@@ -499,7 +283,7 @@ def build_app(
                     max_length=300,
                 )
                 scale = gr.Slider(0.05, 2.0, value=0.5, step=0.05, label="guidance scale")
-        guide = [cls, text, scale]
+        guide_fields = [cls, text, scale]
         with gr.Tabs():
             with gr.Tab("Samples", elem_id="tab-samples"):
                 with gr.Row():
@@ -514,7 +298,9 @@ def build_app(
                     label="samples", columns=4, elem_id="gallery", format="png", height="auto"
                 )
             with gr.Tab("Outpaint / inpaint", elem_id="tab-inpaint") as apps_tab:
-                load_editor = _apps_panel(gr, store, device, run, guide, tracker, max_upload_mb)
+                load_editor = _apps_panel(
+                    gr, store, device, run, guide_fields, tracker, max_upload_mb
+                )
 
         # `upload`, not `change`: removing a refused file must not fire the check again.
         upload.upload(show_upload, [upload, max_size], [upload, train_image, upload_info])
@@ -539,7 +325,9 @@ def build_app(
             run.change(fn, run, editor)
             apps_tab.select(fn, run, editor)
         sample_btn.click(
-            make_samples, [run, width, height, count, sample_seed, *guide], [gallery, grid_dl]
+            make_samples,
+            [run, width, height, count, sample_seed, *guide_fields],
+            [gallery, grid_dl],
         )
     return app
 
@@ -549,13 +337,14 @@ def _image_upload(gr, label: str, elem_id: str, height: int):
     upload itself and fail on a non-image with a bare "Error"; this way `check_upload` and
     `load_mask` refuse it in one clear sentence (and gradio refuses other extensions)."""
     return gr.File(
-        label=label, file_types=IMAGE_TYPES, type="filepath", elem_id=elem_id, height=height
-    )
+        label=label, file_types=list(IMAGE_SUFFIXES), type="filepath", elem_id=elem_id,
+        height=height,
+    )  # fmt: skip
 
 
-def _ticker(progress, n: int, model) -> Callable[[dict], None]:
+def _ticker(progress, n: int, model: SinDiffusion) -> Callable[[dict], None]:
     """A sampler callback that moves the page's progress bar (`n` images, one call per step)."""
-    steps = model.config.diffusion.sample_steps
+    steps = len(model.sigmas()) - 1
     done = [0]
 
     def tick(_info: dict) -> None:
@@ -567,34 +356,24 @@ def _ticker(progress, n: int, model) -> Callable[[dict], None]:
 
 def _write_gallery(images: torch.Tensor, out: Path) -> tuple[list, str]:
     """Write images (N, 3, H, W) in [-1, 1] as PNGs + grid.png; returns (gallery items, grid)."""
-    from .cli import write_samples
-
     grid = write_samples(images, out)
     files = [out / f"sample-{i:03d}.png" for i in range(len(images))]
     return [(str(p), f"{i}") for i, p in enumerate(files)], str(grid)
 
 
-def guided(model, cls: str | None, text: str | None, scale: float, seed: int):
-    """(denoiser, folder tag) for the page's guidance fields: (None, "") when both are empty.
+def guided(
+    model: SinDiffusion, cls: str | None, text: str | None, scale: float, seed: int
+) -> tuple[Guide | None, str]:
+    """(guide, folder tag) for the page's guidance fields: (None, "") when both are empty.
 
     The tag is a hash: class names and texts come from the browser and never name a file.
     """
     cls, text = (cls or "").strip() or None, (text or "").strip() or None
     if cls is None and text is None:
         return None, ""
-    from .apps.commands import guided_denoiser
-
-    args = argparse.Namespace(  # the CLI's own guidance options, so both build it one way
-        class_name=cls,
-        text=text,
-        guidance=float(scale),
-        guidance_range=None,
-        cuts=4,
-        clip_model=None,
-        seed=seed,
-    )
+    steer = guide(class_name=cls, text=text, scale=float(scale), seed=seed, device=model.device)
     key = f"{cls}|{text}|{float(scale):g}".encode()
-    return guided_denoiser(args, model), "-guided-" + hashlib.sha1(key).hexdigest()[:8]
+    return steer, "-guided-" + hashlib.sha1(key).hexdigest()[:8]
 
 
 def painted_mask(value: dict | None, size: tuple[int, int]) -> torch.Tensor | None:
@@ -618,19 +397,9 @@ def painted_mask(value: dict | None, size: tuple[int, int]) -> torch.Tensor | No
     return mask if mask is not None and bool(mask.any()) else None
 
 
-def _apps_panel(gr, store: RunStore, device, run, guide, tracker, max_upload_mb):
+def _apps_panel(gr, store: RunStore, device, run, guide_fields, tracker, max_upload_mb):
     """The outpaint / inpaint tab. Returns (handler, editor): the handler puts a run's image
-    into the editor; None when `sindiffusion.apps` is not installed (the tab says so)."""
-    try:
-        from . import apps
-    except ImportError:
-        gr.Markdown(
-            "**Not available:** outpainting and inpainting need `sindiffusion.apps`.",
-            elem_id="inpaint-disabled",
-        )
-        return None
-    from .image import save_image
-
+    into the editor."""
     gr.Markdown(
         "Paint over the part of the training image to regenerate (white brush), or upload a "
         "mask (white = regenerate), then **Inpaint**. **Outpaint** adds the pixels set below "
@@ -681,16 +450,16 @@ def _apps_panel(gr, store: RunStore, device, run, guide, tracker, max_upload_mb)
             if p.stat().st_size > max_upload_mb * 2**20:
                 raise SinDiffusionError(f"{p.name} is larger than {max_upload_mb:g} MB.")
             try:
-                mask = apps.load_mask(p, (h, w))
+                mask = apps.input_mask(p, (h, w))
             except SinDiffusionError as e:  # name the file as the user knows it
                 raise SinDiffusionError(str(e).replace(str(p), p.name)) from None
         else:
             mask = painted_mask(value, (h, w))
             if mask is None:
                 raise SinDiffusionError("paint the region to regenerate, or upload a mask.")
-        den, tag = guided(model, cls, text, scale, seed)
+        steer, tag = guided(model, cls, text, scale, seed)
         images = apps.inpaint(
-            model, mask, n=n, seed=seed, denoiser=den, callback=_ticker(progress, n, model)
+            model, mask, n=n, seed=seed, guide=steer, callback=_ticker(progress, n, model)
         )
         key = hashlib.sha1(mask.numpy().tobytes()).hexdigest()[:8]
         out = store.path(name) / "inpaint" / f"mask-{key}-seed{seed}-n{n}{tag}"
@@ -705,16 +474,18 @@ def _apps_panel(gr, store: RunStore, device, run, guide, tracker, max_upload_mb)
             k: _whole(v, f"{k} px", 0, MAX_SAMPLE_SIDE)
             for k, v in zip(("left", "right", "top", "bottom"), vals, strict=True)
         }
-        den, tag = guided(model, cls, text, scale, seed)
+        steer, tag = guided(model, cls, text, scale, seed)
         images = apps.outpaint(
-            model, extend=ext, n=n, seed=seed, denoiser=den, callback=_ticker(progress, n, model)
+            model, extend=ext, n=n, seed=seed, guide=steer, callback=_ticker(progress, n, model)
         )
         le, ri, to, bo = ext.values()
         out = store.path(name) / "outpaint" / f"l{le}-r{ri}-t{to}-b{bo}-seed{seed}-n{n}{tag}"
         return _write_gallery(images, out)
 
-    inpaint_btn.click(run_inpaint, [run, editor, mask_file, n, seed, *guide], [gallery, grid_dl])
-    outpaint_btn.click(run_outpaint, [run, *sides, n, seed, *guide], [gallery, grid_dl])
+    inpaint_btn.click(
+        run_inpaint, [run, editor, mask_file, n, seed, *guide_fields], [gallery, grid_dl]
+    )
+    outpaint_btn.click(run_outpaint, [run, *sides, n, seed, *guide_fields], [gallery, grid_dl])
 
     @_page_errors
     def load_editor(name):
@@ -755,8 +526,6 @@ def serve(
     os.environ["GRADIO_TEMP_DIR"] = str(runs / CACHE_DIR)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if config is None and os.environ.get(CONFIG_ENV):
-        from .cli import load_config
-
         config = load_config(os.environ[CONFIG_ENV])
     app = build_app(runs, config=config, max_upload_mb=max_upload_mb, device=device)
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -1,4 +1,4 @@
-"""Zero-training mode: a closed-form patch denoiser that samples with no training.
+"""The closed-form patch denoiser: denoising from the patches of one image, with no training.
 
 The patches of one image form a finite data set, so the optimal (MMSE) denoiser of a noisy
 patch `y` at noise level sigma is a softmax-weighted average of the clean patches `p_i`,
@@ -16,66 +16,30 @@ a 32 px image sees a quarter of the scene, which gives the layout its global coh
 at low sigma the full-resolution patches fill in detail. Downscaling averages the noise, so
 each level's sigma is the input sigma times that level's measured noise gain.
 
-`ZeroTraining` is the model object (same interface as `api.SinDiffusion`) and `zero_training()`
-the entry point:
-
-    model = sindiffusion.zero_training("photo.jpg")
-    images = model.sample(n=4, size=(256, 512), seed=0)   # (4, 3, 256, 512) in [-1, 1]
+Zero-training mode (`sindiffusion.zero_training`) samples with this denoiser alone; the `fast`
+preset's hybrid models use it for the layout above `sampling.hybrid_sigma` (`layout.Hybrid`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .api import SinDiffusion, _check_tensor
-from .config import Config, DiffusionConfig
+from .config import PatchConfig
 from .errors import SinDiffusionError
-from .image import load_image, resize
-from .train import keep_freed_memory_on
+from .image import resize
 
 QUERY_CHUNK = 2048  # noisy patches per distance block: bounds memory at chunk x refs scores
-
-
-@dataclass
-class ZeroConfig:
-    """The knobs of the closed-form patch denoiser (see the README, "Zero-training mode")."""
-
-    patch_size: int = 7  # side of the square patches in pixels, at every pyramid level
-    stride: int = 4  # step between denoised patches; < patch_size overlaps and averages votes
-    vote_width: float | None = 0.12  # votes weighted by a Gaussian of this std (x patch_size)
-    # around the patch centre, so disagreeing patch edges blur less; None = plain average
-    levels: int = 5  # pyramid levels; 1 = full resolution only (no global coherence)
-    coarsest: int = 24  # short side in px of the reference at the coarsest level
-    handover: float = 0.5  # a level hands over to the next finer one when its own sigma
-    # (sigma times its noise gain) falls below this
-    temperature: float = 1.0  # softmax temperature T; > 1 blends more patches (diversity, blur)
-    layout: float | None = 0.05  # std of a Gaussian prior on where a patch comes from, in image
-    # heights/widths: patches prefer references from about the same relative position; None = off
-    topk: int | None = 8  # nearest reference patches kept per noisy patch; None = all (exact)
-    max_refs: int = 16384  # reference patches kept per level (a fixed random subset beyond)
-    dropout: float = 0.0  # fraction of reference patches hidden at each call (diversity)
-    pca_dim: int | None = 24  # distances in this many principal components; None = all
-    sigma_floor: float = 0.0  # weights never sharper than at this sigma (less copying, softer)
-    sigma_min: float = 0.01  # smallest sampling noise level
-    sigma_max: float | None = None  # largest sampling noise level; None: the coarsest level
-    # starts at sigma 2 (pure noise for x0 in [-1, 1])
-    bf16: bool = True  # bfloat16 for the candidate search; weights are always float32
-    seed: int = 0  # seeds the per-call randomness (grid offset, dropout)
 
 
 class _Level:
     """One pyramid level: the reference patches, their PCA coordinates and the noise gain."""
 
-    def __init__(self, ref: torch.Tensor, factor: float, cfg: ZeroConfig, device):
+    def __init__(self, ref: torch.Tensor, factor: float, cfg: PatchConfig, device):
         p = cfg.patch_size
         self.factor = factor
         patches = F.unfold(ref[None], p)[0].T.contiguous()  # (R, 3*p*p)
@@ -119,27 +83,34 @@ def _noise_gain(factor: float, side: int = 512) -> float:
     return float(resize(noise, (small, small)).std())
 
 
-class PatchDenoiser(nn.Module):
-    """`denoiser(x, sigma) -> x0_hat` from the patches of one image, with no training.
+def patch_config(**knobs) -> PatchConfig:
+    """A `PatchConfig` from keyword knobs; an unknown knob is a one-sentence error."""
+    unknown = sorted(set(knobs) - set(PatchConfig.__dataclass_fields__))
+    if unknown:
+        names = ", ".join(PatchConfig.__dataclass_fields__)
+        raise SinDiffusionError(f"unknown patch-denoiser knob {', '.join(unknown)}; use {names}.")
+    return PatchConfig(**knobs)
 
-    image: the reference (3, H, W) in [-1, 1]; knobs: the fields of `ZeroConfig`.
-    Call with x (N, 3, h, w) = x0 + sigma * noise, any h, w >= patch_size, and sigma a float
-    or (N,); returns x0_hat (N, 3, h, w) float32. `sampling_sigmas(steps)`, `sigma_min` and
-    `sigma_max` match `diffusion.Denoiser`, so every sampler in `samplers.py` works unchanged.
+
+class PatchDenoiser(nn.Module):
+    """`denoiser(x, sigma, shift=None) -> x0_hat` from the patches of one image, no training.
+
+    image: the reference (3, H, W) in [-1, 1]; config: a `PatchConfig`, or its fields as
+    keyword knobs. Call with x (N, 3, h, w) = x0 + sigma * noise, any h, w >= patch_size, and
+    sigma a float or (N,); returns x0_hat (N, 3, h, w) float32. `shift` (N, 2): row i prefers
+    reference patches from `shift[i]` (y, x, in image sides) away from its own position, so a
+    sample's whole layout moves with its shift (no effect without a position prior).
+    `sampling_sigmas(steps)`, `sigma_min` and `sigma_max` give its own schedule.
     """
 
-    def __init__(self, image: torch.Tensor, **knobs):
+    def __init__(self, image: torch.Tensor, config: PatchConfig | None = None, **knobs):
         super().__init__()
-        try:
-            cfg = ZeroConfig(**knobs)
-        except TypeError:
-            names = ", ".join(ZeroConfig.__dataclass_fields__)
+        cfg = config if config is not None else patch_config(**knobs)
+        if min(image.shape[-2:]) < cfg.patch_size:
             raise SinDiffusionError(
-                f"unknown zero-training knob in {sorted(knobs)}; use {names}."
-            ) from None
-        _check_knobs(cfg, image)
+                f"the image is smaller than one {cfg.patch_size} px patch; give a larger image."
+            )
         self.cfg = cfg
-        self.shifts: torch.Tensor | None = None  # (N, 2) inside `shifted`
         self.image = image
         h, w = image.shape[-2:]
         coarsest = min(1.0, max(cfg.coarsest, cfg.patch_size + 1) / min(h, w))
@@ -185,28 +156,17 @@ class PatchDenoiser(nn.Module):
                 return i
         return len(self.levels) - 1
 
-    @contextmanager
-    def shifted(self, shifts: torch.Tensor) -> Iterator[None]:
-        """Inside this block, row i of every call prefers reference patches from `shifts[i]`
-        (y, x, in image sides) away from its own position: `shifts` (N, 2) for calls on N
-        rows. A sample's whole layout moves with its shift (the scene seen from a little to
-        the side), which adds diversity without the disorder of a looser position prior.
-        No effect without a position prior (`layout` None)."""
-        before, self.shifts = self.shifts, shifts
-        try:
-            yield
-        finally:
-            self.shifts = before
-
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, sigma: torch.Tensor | float, shift: torch.Tensor | None = None
+    ) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(x.shape[0])
-        if self.shifts is not None and len(self.shifts) != x.shape[0]:
-            raise ValueError(f"{len(self.shifts)} layout shifts for a call on {x.shape[0]} rows")
+        assert shift is None or len(shift) == x.shape[0], (len(shift), x.shape)
         out = torch.empty_like(x, dtype=torch.float32)
         for i in range(x.shape[0]):
-            shift = None if self.shifts is None else self.shifts[i]
-            out[i] = self._denoise_one(x[i].float(), float(sigma[i]), shift)
+            out[i] = self._denoise_one(
+                x[i].float(), float(sigma[i]), None if shift is None else shift[i]
+            )
         return out
 
     def _denoise_one(
@@ -282,7 +242,7 @@ class _Refs:
     """The reference patches one call searches: a level's patches (minus the dropped ones),
     with the position prior folded in as two scaled extra coordinates."""
 
-    def __init__(self, lev: _Level, sigma: float, cfg: ZeroConfig, g: torch.Generator):
+    def __init__(self, lev: _Level, sigma: float, cfg: PatchConfig, g: torch.Generator):
         self.mean, self.basis = lev.mean, lev.basis
         coords, patches, pos = lev.coords, lev.patches, lev.pos
         if cfg.dropout > 0:
@@ -291,7 +251,7 @@ class _Refs:
             coords, patches, pos = coords[keep], patches[keep], pos[keep]
         self.denom = 2 * sigma**2 * cfg.temperature
         # exp(-|y-p|²/(2σ²T) - |u-v|²/(2ℓ²)) = exp(-(|y-p|² + (σ²T/ℓ²)|u-v|²) / (2σ²T)).
-        self.pos_scale = sigma * math.sqrt(cfg.temperature) / cfg.layout if cfg.layout else 0.0
+        self.pos_scale = sigma * math.sqrt(cfg.temperature) / cfg.prior if cfg.prior else 0.0
         self.coords = torch.cat([coords, pos * self.pos_scale], 1)  # (R, d + 2)
         self.patches = patches
         if cfg.topk is not None and cfg.topk < coords.shape[0]:
@@ -340,97 +300,3 @@ def _call_seed(seed: int, sigma: float, x: torch.Tensor) -> int:
     probe = (flat[:: max(1, flat.numel() // 256)] * 1000).round().to(torch.int64)
     key = f"{seed}:{sigma:.8e}:{int(probe.sum())}:{tuple(x.shape)}".encode()
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
-
-
-def _check_knobs(cfg: ZeroConfig, image: torch.Tensor) -> None:
-    if cfg.patch_size < 1 or cfg.stride < 1 or cfg.levels < 1:
-        raise SinDiffusionError("patch_size, stride and levels must be at least 1.")
-    if min(image.shape[-2:]) < cfg.patch_size:
-        raise SinDiffusionError(
-            f"the image is smaller than one {cfg.patch_size} px patch; give a larger image."
-        )
-    if not 0 <= cfg.dropout < 1:
-        raise SinDiffusionError(f"dropout is {cfg.dropout}; give a fraction in [0, 1).")
-    if cfg.temperature <= 0 or cfg.handover <= 0 or cfg.sigma_min <= 0:
-        raise SinDiffusionError("temperature, handover and sigma_min must be positive.")
-    if cfg.sigma_max is not None and cfg.sigma_max <= cfg.sigma_min:
-        raise SinDiffusionError("sigma_max must be larger than sigma_min.")
-    if cfg.topk is not None and cfg.topk < 1:
-        raise SinDiffusionError("topk must be at least 1 (or None for every patch).")
-
-
-class ZeroTraining(SinDiffusion):
-    """The zero-training model: `SinDiffusion`'s interface over a `PatchDenoiser`.
-
-    `.denoiser`, `.image` (3, H, W) in [-1, 1], `.size`, `.config` (its `DiffusionConfig` holds
-    the default sampler, steps and clipping), `.device`, `.zero` (the `ZeroConfig`) and
-    `.sample(...)` exactly as for a trained model; there is no checkpoint to save.
-    """
-
-    def __init__(
-        self,
-        image: torch.Tensor,
-        sampler: str = "dpmpp_2m",
-        steps: int = 20,
-        device: str | torch.device | None = None,
-        **knobs,
-    ):
-        # No super().__init__: there is no checkpoint and no network to build.
-        self.device = torch.device(device or "cpu")
-        keep_freed_memory_on(self.device)
-        self.image = image
-        self.step = 0
-        self.denoiser = PatchDenoiser(image.to(self.device), **knobs)
-        self.zero: ZeroConfig = self.denoiser.cfg
-        self.config = Config(
-            preset="zero-training",
-            diffusion=DiffusionConfig(
-                parameterization="edm",
-                sigma_min=self.zero.sigma_min,
-                sigma_max=self.denoiser.sigma_max,
-                sampler=sampler,
-                sample_steps=steps,
-                clip_denoised=True,
-            ),
-        )
-
-    @contextmanager
-    def _autoguided(self, weight: float | None) -> Iterator[None]:
-        if weight:
-            raise SinDiffusionError(
-                "zero-training mode has no network to autoguide; drop the autoguidance weight."
-            )
-        yield
-
-    def save(self, path: str | os.PathLike):
-        raise SinDiffusionError(
-            "a zero-training model has nothing to save; keep the image and its knobs instead."
-        )
-
-    def knobs(self) -> dict:
-        """The denoiser's knobs as a dict (the fields of `ZeroConfig`)."""
-        return asdict(self.zero)
-
-
-def zero_training(
-    image: str | os.PathLike | torch.Tensor,
-    max_size: int = 250,
-    sampler: str = "dpmpp_2m",
-    steps: int = 20,
-    device: str | torch.device | None = None,
-    **knobs,
-) -> ZeroTraining:
-    """A model that samples from `image` right away with the closed-form patch denoiser.
-
-    image: a path (any format Pillow reads) or a tensor (3, H, W) in [-1, 1]; max_size: the
-    reference's long side in px (never enlarged); sampler, steps: the defaults of `.sample`;
-    knobs: `ZeroConfig` fields (patch_size, stride, levels, temperature, topk, dropout, ...).
-    """
-    if isinstance(image, torch.Tensor):
-        img = _check_tensor(image)
-        if max(img.shape[-2:]) > max_size:
-            h, w = img.shape[-2:]
-            img = resize(img, _scaled((h, w), max_size / max(h, w)))
-    else:
-        img = load_image(image, max_size=max_size)
-    return ZeroTraining(img, sampler=sampler, steps=steps, device=device, **knobs)

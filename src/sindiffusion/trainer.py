@@ -1,22 +1,22 @@
-"""The training loop: one image, random rescales (and crops), EMA, budgets, checkpoints.
+"""Training: `train()`, and the loop behind it (`Trainer`): one image, random rescales (and
+crops), EMA, budgets, checkpoints, previews.
+
+    model = sindiffusion.train("photo.jpg", preset="fast", minutes=5, out="runs/photo")
 
 Each step rescales the training image by a random factor in [scale_min, scale_max] (sides
 rounded to the network's stride), optionally takes random square crops, and minimises the
-denoising loss. Training stops after `steps` optimiser steps or when a wall-clock budget
-runs out, and in both cases saves a checkpoint; Ctrl-C saves one too. Under `torchrun` the
-same loop runs data-parallel (see `distributed.py`): only rank 0 writes.
+denoising loss (`diffusion.Denoiser.loss`). Training stops after `steps` optimiser steps or
+when a wall-clock budget runs out, and in both cases saves a checkpoint; Ctrl-C saves one
+too. Under `torchrun` the same loop runs data-parallel (see `distributed.py`): only rank 0
+writes.
 """
 
 from __future__ import annotations
 
 import copy
-import ctypes
-import functools
-import json
 import math
 import os
 import re
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,56 +25,31 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoint import Checkpoint, save_checkpoint
-from .config import Config, ModelConfig, preset
+from .checkpoint import (
+    Checkpoint,
+    checkpoint_path,
+    load_checkpoint,
+    read_log,
+    save_checkpoint,
+    write_log,
+)
+from .config import Config
+from .config import preset as preset_config
+from .device import bf16_fast, default_device, keep_freed_memory_on
 from .diffusion import Denoiser
 from .errors import SinDiffusionError, TrainingDiverged
-from .image import MIN_SIDE, atomic_write, make_grid, pil_to_tensor, resize, save_image
-from .unet import UNet
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def keep_freed_memory_on(device: torch.device) -> None:
-    """`keep_freed_memory()` for work on `device`, where it is a CPU (CUDA tensors live in
-    torch's own caching allocator)."""
-    if device.type == "cpu":
-        keep_freed_memory()
-
-
-@functools.cache
-def keep_freed_memory() -> bool:
-    """Ask glibc's allocator to keep freed blocks of up to 1 GB for reuse instead of mapping
-    and unmapping each large tensor: a network call at 248x248 otherwise spends a third of its
-    time faulting in fresh pages (one 248x248 sample 1.4 -> 1.0 s on a 2-core AMD EPYC, the
-    same samples bit for bit; freed blocks stay with the process, so a 1024x1024 sample peaks
-    at 2.15 GB instead of 1.45). Process-wide, applied once; a no-op off glibc or with
-    SINDIFFUSION_NO_MALLOPT=1. Returns whether it applied."""
-    if not sys.platform.startswith("linux") or os.environ.get("SINDIFFUSION_NO_MALLOPT"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (musl, ...)
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    # Older glibc refuses thresholds above 32 MB (HEAP_MAX_SIZE / 2): fall back to that.
-    for size in (1 << 30, 32 << 20):
-        if mallopt(m_mmap_threshold, size) == 1:
-            return mallopt(m_trim_threshold, size) == 1
-    return False
-
-
-def bf16_fast(device: torch.device) -> bool:
-    """Whether bfloat16 autocast pays on this device (CUDA, or a CPU with AVX-512 bf16 or AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    cpu = torch.cpu  # these private checks are the only way to ask; absent in old releases
-    try:
-        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
-    except AttributeError:
-        return False
+from .image import (
+    MIN_SIDE,
+    check_image_tensor,
+    load_image,
+    make_grid,
+    pil_to_tensor,
+    resize,
+    save_image,
+)
+from .model import SinDiffusion
+from .report import moving_average
+from .unet import UNet, initial_weights, stride
 
 
 def random_batch(
@@ -103,42 +78,6 @@ def random_batch(
     xs = torch.randint(0, w - cw + 1, (t.batch_size,), generator=generator, device=generator.device)
     return torch.stack(
         [img[:, y : y + ch, x : x + cw] for y, x in zip(ys.tolist(), xs.tolist(), strict=True)]
-    )
-
-
-# train.init name -> files in assets/, one per network shape it was pretrained for: the
-# `fast` network of now, and the one `fast` runs made before its "low_conv" upsampling
-# (kept so that those runs still find their starting weights, e.g. for autoguidance).
-INITS = {"generic": ("generic-init.safetensors", "generic-init-conv.safetensors")}
-
-
-def initial_weights(config: Config) -> dict[str, torch.Tensor] | None:
-    """The starting weights `train.init` names (None: random). "generic" is the `fast` network
-    pretrained for 2000 steps on nine public-domain and CC0 photos and textures
-    (`tools/pretrain_init.py`; none of Places50): it starts knowing how natural images
-    denoise, so the run spends its minutes on the one image. Each weights file records the
-    network shape it fits; the file that fits `config.model` is used, another shape is an
-    error."""
-    name = config.train.init
-    if name is None:
-        return None
-    if name not in INITS:
-        raise SinDiffusionError(
-            f"unknown train.init {name!r}; use one of {', '.join(INITS)} or null (random)."
-        )
-    from importlib.resources import files
-
-    from safetensors import safe_open
-
-    for file in INITS[name]:
-        with safe_open(str(files("sindiffusion") / "assets" / file), framework="pt") as f:
-            shape = ModelConfig(**json.loads(f.metadata()["model"]))
-            shape.channel_mults = tuple(shape.channel_mults)
-            if shape == config.model:
-                return {k: f.get_tensor(k) for k in f.keys()}
-    raise SinDiffusionError(
-        f"train.init {name!r} fits only the `fast` network ({preset('fast').model}), not "
-        f"{config.model}; set train.init to null to start from random weights."
     )
 
 
@@ -175,7 +114,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
             torch.manual_seed(seed)
             self.unet = UNet(config.model)
-        init = initial_weights(config) if resume is None else None  # resume brings its own
+        # A resumed run brings its own weights.
+        init = initial_weights(tc.init, config.model) if resume is None else None
         if init is not None:
             self.unet.load_state_dict(init)
         self.unet.to(self.device)
@@ -191,7 +131,7 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.budget: float | None = None  # seconds; set by run(minutes=...)
-        self.log: list[tuple[int, float, float, float]] = []  # step, loss, lr, elapsed
+        self.log: list[tuple[int, float, float, float]] = []  # step, loss, lr, elapsed (s)
         self.saved_step: int | None = None  # step of the last checkpoint written
         if resume is not None:
             self._restore(resume)
@@ -233,7 +173,7 @@ class Trainer:
                 self.generator.manual_seed(ckpt.seed * 1_000_003 + ckpt.step)
         self.step, self.elapsed, self.seed = ckpt.step, ckpt.elapsed, ckpt.seed
         self.budget = ckpt.extra.get("budget")
-        self.log = [row for row in _read_log(self.run_dir) if row[0] <= self.step]
+        self.log = [row for row in read_log(self.run_dir) if row[0] <= self.step]
 
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(
@@ -255,7 +195,7 @@ class Trainer:
             return
         save_checkpoint(self.run_dir, self.checkpoint())
         self.saved_step = self.step
-        _write_log(self.run_dir, self.log)
+        write_log(self.run_dir, self.log)
         if len(self.log) > 1:
             save_image(
                 loss_curve([r[0] for r in self.log], [r[1] for r in self.log]),
@@ -394,29 +334,10 @@ class Trainer:
         """Write previews/step-NNNNNN.png: the training image, then `n` samples (seed 0)."""
         if self.run_dir is None:
             return None
-        from .api import SinDiffusion
-
         model = SinDiffusion.from_checkpoint(self.checkpoint(), device=self.device)
         samples = model.sample(n=n, seed=0, steps=self.config.train.preview_steps)
         grid = make_grid([self.image.cpu(), *samples], nrow=n + 1)
         return save_image(grid, self.run_dir / "previews" / f"step-{self.step:06d}.png")
-
-
-def _write_log(run_dir: Path, rows: list[tuple[int, float, float, float]]) -> None:
-    text = "step,loss,lr,elapsed\n" + "".join(
-        f"{s},{lo:.6g},{lr:.6g},{e:.3f}\n" for s, lo, lr, e in rows
-    )
-    atomic_write(run_dir / "log.csv", lambda tmp: Path(tmp).write_text(text))
-
-
-def _read_log(run_dir: Path | None) -> list[tuple[int, float, float, float]]:
-    if run_dir is None or not (run_dir / "log.csv").exists():
-        return []
-    rows = []
-    for line in (run_dir / "log.csv").read_text().splitlines()[1:]:
-        s, lo, lr, e = line.split(",")
-        rows.append((int(s), float(lo), float(lr), float(e)))
-    return rows
 
 
 def loss_curve(
@@ -430,11 +351,7 @@ def loss_curve(
     draw = ImageDraw.Draw(img)
     vals = [math.log10(max(v, 1e-12)) for v in losses if math.isfinite(v)]
     if len(vals) >= 2:
-        k = max(1, len(vals) // 50)  # moving average over about 2 % of the run
-        smooth = [
-            sum(vals[max(0, i - k) : i + 1]) / len(vals[max(0, i - k) : i + 1])
-            for i in range(len(vals))
-        ]
+        smooth = moving_average(vals)
         lo, hi = min(smooth), max(smooth)
         span = max(hi - lo, 1e-6)
         m = 30
@@ -447,3 +364,46 @@ def loss_curve(
         draw.text((m, 8), f"loss (log10, smoothed)  {10**hi:.3g} .. {10**lo:.3g}", fill="black")
         draw.text((m, h - m + 8), f"step {steps[0]} .. {steps[-1]}", fill="black")
     return pil_to_tensor(img)
+
+
+def train(
+    image: str | os.PathLike | torch.Tensor,
+    preset: str = "fast",
+    out: str | os.PathLike | None = None,
+    steps: int | None = None,
+    minutes: float | None = None,
+    seed: int = 0,
+    max_size: int | None = None,
+    config: Config | None = None,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    callback: Callable[[dict], None] | None = None,
+) -> SinDiffusion:
+    """Learn a diffusion model from one image; returns the trained `SinDiffusion`.
+
+    image: a path (any format Pillow reads) or a tensor (3, H, W) in [-1, 1];
+    preset: "fast" (default, minutes on a CPU) or "paper" (the published recipe);
+    out: run folder for checkpoints, previews and logs (None: keep nothing on disk);
+    steps / minutes: stop after this many steps or this much training time in total;
+    max_size: long side of the training image in px (default: the config's, 250);
+    config: a full `Config` instead of a preset; resume: continue from `out`'s checkpoint
+    (its image and config; the run's own are used).
+    callback(info) after every step: step, loss, lr, elapsed.
+    """
+    cfg = config.copy() if config is not None else preset_config(preset)
+    if max_size is not None:
+        cfg.train.max_size = max_size
+    resume_ckpt = None
+    if resume:
+        if out is None or not checkpoint_path(out).exists():
+            raise SinDiffusionError(f"nothing to resume in {out}; train without --resume first.")
+        resume_ckpt = load_checkpoint(out)
+        cfg, img = resume_ckpt.config, resume_ckpt.image
+    elif isinstance(image, torch.Tensor):
+        img = check_image_tensor(image)
+    else:
+        img = load_image(image, max_size=cfg.train.max_size, multiple=stride(cfg.model))
+    trainer = Trainer(img, cfg, seed=seed, run_dir=out, device=device, resume=resume_ckpt)
+    trainer.run(steps=steps, minutes=minutes, progress=progress, callback=callback)
+    return SinDiffusion.from_checkpoint(trainer.checkpoint(), device=trainer.device)

@@ -1,0 +1,131 @@
+"""The application subcommands: outpaint, inpaint, paint, harmonize, edit. Each takes the
+sampling options of `sample` (`cli.options.add_sampling`) and calls one function of `apps`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from .. import apps
+from ..errors import SinDiffusionError
+from ..image import load_image, parse_size, save_image, write_samples
+from .options import (
+    add_model_source,
+    add_sampling,
+    guidance,
+    open_model,
+    positive_int,
+    sampling_kwargs,
+)
+
+# name -> (default strength, --mask: None = no option, True = required, False = optional, help)
+SDEDIT = {
+    "paint": (0.6, None, "turn a coarse colour sketch into an image (paint-to-image)"),
+    "harmonize": (0.4, True, "blend a pasted object (white in --mask) into the image"),
+    "edit": (0.5, False, "make a hand-edited image seamless again"),
+}
+APP_COMMANDS = ("outpaint", "inpaint", *SDEDIT)
+
+
+def add_parsers(sub) -> None:
+    """Add the application subcommands to the `sindiffusion` parser's subparsers."""
+    p = sub.add_parser("outpaint", help="extend an image beyond its borders")
+    _common(p)
+    p.add_argument(
+        "--extend", help="pixels to add per side, e.g. left=64,right=128,top=0,bottom=32"
+    )
+    p.add_argument("--size", help="canvas size WIDTHxHEIGHT instead of --extend, e.g. 512x256")
+    p.add_argument(
+        "--anchor",
+        default="center",
+        choices=sorted(apps.ANCHORS),
+        help="where the image sits with --size (default center)",
+    )
+    _resampling(p)
+
+    p = sub.add_parser("inpaint", help="regenerate the white region of a mask")
+    _common(p)
+    p.add_argument("--mask", required=True, help="mask PNG of the image's size, white = regenerate")
+    _resampling(p)
+
+    for name, (strength, mask, what) in SDEDIT.items():
+        p = sub.add_parser(name, help=what)
+        _common(p, image_required=name == "paint")
+        p.add_argument(
+            "--strength",
+            type=float,
+            default=strength,
+            help=f"noise level t0 in (0, 1]: how far the result may move (default {strength})",
+        )
+        if mask is not None:
+            p.add_argument(
+                "--mask", required=mask, help="mask PNG, white = may change, black = kept"
+            )
+        _resampling(p, default=1)
+
+
+def _common(p: argparse.ArgumentParser, image_required: bool = False) -> None:
+    add_model_source(p)
+    p.add_argument(
+        "--image", required=image_required, help="input image (default: the run's training image)"
+    )
+    p.add_argument("--out", required=True, help="output folder for PNGs and grid.png")
+    add_sampling(p, what="results")
+
+
+def _resampling(p: argparse.ArgumentParser, default: int = 2) -> None:
+    g = p.add_argument_group("resampling")
+    g.add_argument(
+        "--resample",
+        type=positive_int,
+        default=default,
+        help=f"RePaint resampling: run each stretch of steps N times (default {default}; 1 = off)",
+    )
+    g.add_argument(
+        "--jump", type=positive_int, default=2, help="steps per resampled stretch (default 2)"
+    )
+    g.add_argument(
+        "--no-exact",
+        dest="exact",
+        action="store_false",
+        help="let the model's output stand in the kept region instead of pasting the input back",
+    )
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """Run one application; writes DIR/NAME-NNN.png, DIR/grid.png and DIR/input.png."""
+    model = open_model(args)
+    image = load_image(args.image) if args.image else model.image.float().cpu()
+    kwargs = dict(
+        n=args.n,
+        guide=guidance(args, model),
+        resample=args.resample,
+        jump=args.jump,
+        exact=args.exact,
+        progress=True,
+        **sampling_kwargs(args),
+    )
+    name = args.command
+    t0 = time.perf_counter()
+    if name == "outpaint":
+        if (args.extend is None) == (args.size is None):
+            raise SinDiffusionError("give either --extend SIDE=PX,... or --size WIDTHxHEIGHT.")
+        extend = apps.parse_extend(args.extend) if args.extend else None
+        size = parse_size(args.size) if args.size else None
+        shown, _ = apps.outpaint_canvas(image, extend, size, args.anchor)
+        images = apps.outpaint(model, image, extend=extend, size=size, anchor=args.anchor, **kwargs)
+    elif name == "inpaint":
+        shown = image
+        images = apps.inpaint(model, args.mask, image, **kwargs)
+    else:
+        shown = image
+        mask = getattr(args, "mask", None)
+        images = apps.sdedit(model, image, strength=args.strength, mask=mask, **kwargs)
+    dt = time.perf_counter() - t0
+    out = Path(args.out)
+    save_image(shown, out / "input.png")
+    grid = write_samples(images, out, prefix=name)
+    h, w = images.shape[-2:]
+    print(f"wrote {len(images)} results of {w}x{h} px to {out} in {dt:.1f} s; grid: {grid}")
+    return 0

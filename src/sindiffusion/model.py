@@ -1,0 +1,235 @@
+"""The model object: `SinDiffusion` (sample, save), `load()` a run, `zero_training()`.
+
+    import sindiffusion
+    model = sindiffusion.load("runs/photo")                  # or sindiffusion.train(...)
+    images = model.sample(n=4, size=(256, 512), seed=0)       # (4, 3, 256, 512) in [-1, 1]
+    model = sindiffusion.zero_training("photo.jpg")           # no training at all
+
+Sizes are (height, width), as tensors are laid out (the command line writes WIDTHxHEIGHT).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .config import Config, DiffusionConfig, SamplingConfig
+from .device import bf16_fast, default_device, keep_freed_memory_on
+from .diffusion import Denoiser
+from .errors import SinDiffusionError
+from .guidance import Denoise, Guide
+from .image import check_image_tensor, check_size, fit_size, load_image, resize
+from .patch_denoiser import PatchDenoiser, patch_config
+from .sampling import Parts, base_denoiser, build_plan, merged, run, schedule
+from .unet import UNet, initial_weights
+
+
+class SinDiffusion:
+    """A single-image diffusion model: its training image, its denoisers and its config.
+
+    A trained model (`train`, `load`) samples with its network's EMA weights and, when
+    `config.sampling.hybrid_sigma` > 0 (the `fast` preset), the closed-form patch denoiser of
+    the training image for the layout above that noise level; a zero-training model
+    (`zero_training`) with the patch denoiser alone. `image` is the training image (3, H, W)
+    in [-1, 1]; `denoiser(x, sigma) -> x0_hat` the denoiser with the config's settings.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        image: torch.Tensor,
+        weights: dict[str, torch.Tensor] | None = None,
+        device: str | torch.device | None = None,
+        checkpoint: Checkpoint | None = None,
+    ):
+        """weights: the network's (EMA) weights; None = zero-training mode. checkpoint: what
+        `save` writes (None: nothing to save)."""
+        self.device = torch.device(device) if device is not None else default_device()
+        keep_freed_memory_on(self.device)
+        self.config = config
+        self.image = image
+        self.checkpoint = checkpoint
+        self.step = checkpoint.step if checkpoint is not None else 0
+        self.network = self._network(weights) if weights is not None else None
+        s = config.sampling
+        layout = self.network is None or s.hybrid_sigma > 0
+        self.patch = PatchDenoiser(image.to(self.device), s.patch) if layout else None
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: Checkpoint, device: str | torch.device | None = None
+    ) -> SinDiffusion:
+        """The model a checkpoint holds (its EMA weights)."""
+        return cls(checkpoint.config, checkpoint.image, checkpoint.ema, device, checkpoint)
+
+    def _network(self, weights: dict[str, torch.Tensor]) -> Denoiser:
+        """The network with `weights`, frozen, on this model's device, as a denoiser."""
+        unet = UNet(self.config.model)
+        unet.load_state_dict(weights)
+        unet = unet.eval().requires_grad_(False).to(self.device)
+        bf16 = self.config.train.bf16 and bf16_fast(self.device)
+        return Denoiser(
+            unet, self.config.diffusion, bf16=bf16, channels_last=self.config.train.channels_last
+        ).to(self.device)
+
+    @functools.cached_property
+    def weak_network(self) -> Denoiser | None:
+        """Autoguidance's weaker network: the run's starting weights (`train.init`), built on
+        first use; None for a run from random weights or in zero-training mode."""
+        if self.network is None:
+            return None
+        init = initial_weights(self.config.train.init, self.config.model)
+        return None if init is None else self._network(init)
+
+    @property
+    def parts(self) -> Parts:
+        """What this model brings to a sampling call (`sampling.build_plan`)."""
+        return Parts(
+            image=self.image,
+            device=self.device,
+            diffusion=self.config.diffusion,
+            network=self.network,
+            patch=self.patch,
+            weak=lambda: self.weak_network,
+        )
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the training image."""
+        return tuple(self.image.shape[-2:])
+
+    def options(self, **overrides) -> SamplingConfig:
+        """The config's sampling settings with per-call `overrides` (steps, sampler,
+        candidates, renoise, autoguidance; None = the config's), checked. Autoguidance asked
+        for explicitly needs a weaker network; the config's is off without one."""
+        opts = merged(self.config.sampling, **overrides)
+        if opts.autoguidance > 0 and self.weak_network is None:
+            if overrides.get("autoguidance"):
+                raise SinDiffusionError(
+                    "zero-training mode has no network to autoguide; drop the autoguidance weight."
+                    if self.network is None
+                    else "this run started from random weights, so autoguidance has no weaker "
+                    "network to guide away from; leave it at 0."
+                )
+            opts.autoguidance = 0.0
+        return opts
+
+    @property
+    def denoiser(self) -> Denoise:
+        """`denoiser(x, sigma) -> x0_hat` with the config's settings (before clipping)."""
+        return base_denoiser(self.parts, self.options())
+
+    def sigmas(self, steps: int | None = None) -> torch.Tensor:
+        """The sampling schedule for `steps` (default: the config's): decreasing, then 0."""
+        return schedule(self.parts, self.options(steps=steps))
+
+    def output_size(
+        self, size: tuple[int, int] | None = None, scale: tuple[float, float] | None = None
+    ) -> tuple[int, int]:
+        """The (height, width) of a sample: `size`, or the training size times `scale` (sy, sx)."""
+        if size is not None and scale is not None:
+            raise SinDiffusionError("give either a size or a scale, not both.")
+        if size is None:
+            sy, sx = scale if scale is not None else (1.0, 1.0)
+            size = (round(self.size[0] * sy), round(self.size[1] * sx))
+        return check_size(size)
+
+    def sample(
+        self,
+        n: int = 4,
+        size: tuple[int, int] | None = None,
+        scale: tuple[float, float] | None = None,
+        *,
+        steps: int | None = None,
+        sampler: str | None = None,
+        candidates: int | None = None,
+        renoise: float | None = None,
+        autoguidance: float | None = None,
+        seed: int = 0,
+        generator: torch.Generator | None = None,
+        guide: Guide | None = None,
+        callback: Callable[[dict], None] | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Draw `n` new images; returns (n, 3, H, W) in [-1, 1] on the CPU.
+
+        size: (height, width) of the output, any size from 16 to 8192 px (default: the
+        training image's); scale: (sy, sx) factors of the training size instead;
+        steps, sampler: the sampler and its steps (`samplers.SAMPLERS`; for a split schedule
+        the network's steps below the switch); candidates: layouts drawn per image by a
+        hybrid model, the one closest to the training image's coarse patches kept
+        (`layout.py`); renoise: a hybrid's layouts are whole closed-form images noised afresh
+        to this sigma and finished by the network, 0 = mid-path at `hybrid_sigma`;
+        autoguidance: weight of the push away from the run's starting weights (0 = off; an
+        error for a run from random weights). None = the config's (`config.sampling`).
+        seed or generator: the same seed and arguments give the same images;
+        guide: a function wrapping the denoiser, e.g. `guidance.guide(class_name="volcano")`;
+        callback(info) after every sampler step; progress: a progress bar.
+        """
+        if not (isinstance(n, int) and n >= 1):
+            raise SinDiffusionError(f"n is {n}; ask for at least 1 image.")
+        h, w = self.output_size(size, scale)
+        opts = self.options(
+            steps=steps,
+            sampler=sampler,
+            candidates=candidates,
+            renoise=renoise,
+            autoguidance=autoguidance,
+        )
+        plan = build_plan(self.parts, opts, guide=guide)
+        if generator is None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        return run(plan, n, (h, w), generator, self.device, callback=callback, progress=progress)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write this model as a run folder; returns the checkpoint file's path."""
+        if self.checkpoint is None:
+            raise SinDiffusionError(
+                "a zero-training model has nothing to save; keep the image and its knobs instead."
+            )
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            raise SinDiffusionError(f"{path}: save() takes a run folder, not a file name.")
+        return save_checkpoint(path, self.checkpoint)
+
+
+def load(path: str | os.PathLike, device: str | torch.device | None = None) -> SinDiffusion:
+    """Load a run folder (or its checkpoint.safetensors) written by `train` or `save`."""
+    return SinDiffusion.from_checkpoint(load_checkpoint(path), device=device)
+
+
+def zero_training(
+    image: str | os.PathLike | torch.Tensor,
+    max_size: int = 250,
+    sampler: str = "dpmpp_2m",
+    steps: int = 20,
+    device: str | torch.device | None = None,
+    **knobs,
+) -> SinDiffusion:
+    """A model that samples from `image` right away with the closed-form patch denoiser.
+
+    image: a path (any format Pillow reads) or a tensor (3, H, W) in [-1, 1]; max_size: the
+    reference's long side in px (never enlarged); sampler, steps: the defaults of `.sample`;
+    device: default the CPU; knobs: `PatchConfig` fields (patch_size, stride, levels,
+    temperature, prior, topk, dropout, ...).
+    """
+    if isinstance(image, torch.Tensor):
+        img = check_image_tensor(image)
+        h, w = img.shape[-2:]
+        if max(h, w) > max_size:
+            img = resize(img, fit_size(h, w, max_size))
+    else:
+        img = load_image(image, max_size=max_size)
+    config = Config(
+        preset="zero-training",
+        diffusion=DiffusionConfig(parameterization="edm"),
+        sampling=SamplingConfig(
+            sampler=sampler, steps=steps, clip_denoised=True, patch=patch_config(**knobs)
+        ),
+    )
+    return SinDiffusion(config, img, device=device or "cpu")

@@ -1,0 +1,82 @@
+"""Pinned values (diffusers-style): tiny seeded models on the CPU in float32, and a slice of
+their output. A change of the numbers anywhere on the path (schedule, preconditioning,
+sampler, layout stage, autoguidance, known region, patch denoiser) fails one of these; a
+change that is meant must update the pinned values, and say so in the CHANGELOG.
+
+The values were recorded with the code before the 0.2 redesign and still hold after it (the
+outpainting with candidates and autoguidance could not be asked for before)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import natural_tensor, tiny_config
+
+import sindiffusion
+from sindiffusion import apps
+from sindiffusion.patch_denoiser import PatchDenoiser
+
+ATOL = 2e-3  # float32 convolutions differ by ~1e-6 between CPU kinds; a real change is > 1e-2
+
+
+def close(got: torch.Tensor, want: list[float]) -> None:
+    torch.testing.assert_close(got.flatten(), torch.tensor(want), atol=ATOL, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """The tiny network, random start (seed 0), 10 steps on a 32x32 image."""
+    image = natural_tensor(32, 32)
+    return sindiffusion.train(
+        image, config=tiny_config(), steps=10, seed=0, progress=False, device="cpu"
+    )
+
+
+@pytest.fixture(scope="module")
+def fast_model():
+    """The `fast` preset in float32 (bf16 depends on the CPU), 2 steps from the generic
+    weights: the hybrid layout stage, 4 candidates, shifts and autoguidance all on."""
+    cfg = sindiffusion.preset("fast")
+    cfg.train.bf16, cfg.train.max_size = False, 32
+    image = natural_tensor(32, 32)
+    return sindiffusion.train(image, config=cfg, steps=2, seed=0, progress=False, device="cpu")
+
+
+def test_pinned_dpmpp_2m_sample(tiny_model):
+    x = tiny_model.sample(n=1, seed=0, steps=4, sampler="dpmpp_2m")
+    close(x[0, :, 12, 8:12], [0.7809, 1.0, 0.4871, -0.8047, -0.6679, 0.0040,
+                              0.5545, -0.1872, -0.5001, -0.7971, 0.5036, 1.0])  # fmt: skip
+
+
+def test_pinned_ancestral_ddpm_sample(tiny_model):
+    x = tiny_model.sample(n=1, seed=0, steps=4, sampler="ddpm")
+    close(x[0, :, 12, 8:12], [0.3686, -0.1311, 0.7849, 0.0555, 0.0882, -1.0,
+                              -0.6626, -0.2821, 0.2651, -0.7857, -0.2202, 0.2445])  # fmt: skip
+
+
+def test_pinned_fast_preset_sample(fast_model):
+    x = fast_model.sample(n=1, seed=0)
+    close(x[0, :, 12, 8:12], [0.2801, 0.2551, 0.3115, 0.2783, 0.3394, 0.3762,
+                              0.4283, 0.3732, 0.3708, 0.3949, 0.4118, 0.3469])  # fmt: skip
+
+
+def test_pinned_outpaint_with_candidates_and_autoguidance(fast_model):
+    x = apps.outpaint(fast_model, extend={"right": 16}, n=1, seed=0, candidates=3,
+                      autoguidance=0.3)  # fmt: skip
+    close(x[0, :, 12, 34:38], [-0.4322, -0.0209, 0.1559, 0.0177, -0.2567, -0.0060,
+                               0.2767, 0.0744, -0.2755, -0.0696, 0.3188, -0.0406])  # fmt: skip
+
+
+def test_pinned_patch_denoiser():
+    image = natural_tensor(24, 32)
+    g = torch.Generator().manual_seed(0)
+    x = image[None] + 0.5 * torch.randn(1, 3, 24, 32, generator=g)
+    close(PatchDenoiser(image)(x, 0.5)[0, :, 12, 8:12],
+          [-0.1268, -0.1282, -0.1331, -0.1221, 0.4102, 0.3729,
+           0.4064, 0.3187, 0.3285, 0.2876, 0.3512, 0.3262])  # fmt: skip
+
+
+def test_pinned_zero_training_sample():
+    x = sindiffusion.zero_training(natural_tensor(24, 32), steps=6).sample(n=1, seed=0)
+    close(x[0, :, 12, 8:12], [0.0075, -0.0586, 0.0114, 0.0427, 0.4077, 0.4348,
+                              0.4108, 0.2938, 0.2591, 0.2624, 0.1848, 0.2935])  # fmt: skip
