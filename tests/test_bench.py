@@ -89,6 +89,7 @@ def test_table_mean_std_and_na():
     assert mean_std([1.0, 3.0]) == (2.0, 1.0)
 
 
+@pytest.mark.slow
 def test_end_to_end_tiny_run_resumes_from_cache(tmp_path, capsys):
     data, other = tmp_path / "data", tmp_path / "other"
     data.mkdir()

@@ -68,6 +68,7 @@ def test_same_seed_writes_identical_files(run, tmp_path):
     ).read_bytes()
 
 
+@pytest.mark.slow
 def test_demo_writes_samples_of_two_aspect_ratios(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--minutes", "0.01"]) == 0
@@ -131,3 +132,48 @@ def test_usage_errors_exit_2_without_a_traceback(capsys):
     assert main(["train"]) == 2
     assert main(["sample", "run", "--out", "o", "--n", "0"]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A small PNG file whose header claims width x height RGB pixels (one row of data): what
+    a decompression bomb shows Pillow before any pixel is decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * (1 + 3 * width))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_three_tracebacks_of_issue_31_are_one_line_errors_or_work(tmp_path, capsys):
+    image = tmp_path / "img.png"
+    Image.fromarray(natural_like(64, 64)).save(image)
+    # 1. Canvases at the CLI's smallest sizes sample (the closed-form layout shrinks to fit).
+    run = tmp_path / "run"
+    assert main(["train", str(image), "--out", str(run), "--steps", "2", "--quiet"]) == 0
+    for size, want in (("16x16", (16, 16)), ("17x23", (17, 23))):
+        out = tmp_path / size
+        assert main(["sample", str(run), "--size", size, "--n", "1", "--out", str(out)]) == 0
+        assert Image.open(out / "sample-000.png").size == want
+    # 2. --out naming an existing file: refused before training, the file untouched.
+    capsys.readouterr()  # the progress bars
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    argv = ["train", str(image), "--steps", "2", "--quiet", "--out"]
+    assert "afile is a file, not a folder" in _error(capsys, [*argv, str(afile)])
+    assert "is a file, not a folder" in _error(capsys, [*argv, str(afile / "sub")])
+    assert afile.read_text() == "keep me"
+    # 3. A 20000x20000 PNG (past Pillow's own refusal at 179 MP) and a 12000x12000 one:
+    # refused from their headers, naming the limit and --max-size.
+    bomb = tmp_path / "huge.png"
+    bomb.write_bytes(_png_header(20000, 20000))
+    msg = _error(capsys, ["train", str(bomb), "--out", str(tmp_path / "b")])
+    assert "larger than 100 megapixels" in msg and "--max-size" in msg
+    big = tmp_path / "big.png"
+    big.write_bytes(_png_header(12000, 12000))
+    msg = _error(capsys, ["train", str(big), "--out", str(tmp_path / "b")])
+    assert "12000x12000 px, more than 100 megapixels" in msg and "--max-size" in msg

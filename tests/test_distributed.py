@@ -40,6 +40,7 @@ def torchrun(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=full_env)
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_reach_the_weights_of_one_process(image_file, tmp_path):
     cfg = tiny_config(preview_every=6, checkpoint_every=6)
     config_file = tmp_path / "cfg.json"
@@ -76,6 +77,7 @@ def test_two_gloo_ranks_reach_the_weights_of_one_process(image_file, tmp_path):
     assert len((run / "log.csv").read_text().splitlines()) == 1 + 12
 
 
+@pytest.mark.slow
 def test_a_lost_rank_stops_the_run_with_a_clear_error_and_keeps_the_checkpoint(
     image_file, tiny_config_file, tmp_path
 ):

@@ -281,3 +281,14 @@ def test_the_saved_config_round_trips_and_old_checkpoints_load():
     assert Config.from_dict(old) == cfg
     old["diffusion"]["layout_prior"] = 0  # 0 meant "no prior"
     assert Config.from_dict(old).sampling.patch.prior is None
+
+
+def test_concurrent_calls_on_one_model_draw_what_they_draw_alone(hybrid_model):
+    # Two web-page events on one cached model: each call's shifts and wrappers are its own.
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = variant(hybrid_model, shift=(0.1, 0.3), candidates=2)
+    alone = [model.sample(n=2, seed=s) for s in (1, 2)]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda s: model.sample(n=2, seed=s), (1, 2)))
+    assert all(torch.equal(a, b) for a, b in zip(alone, together, strict=True))

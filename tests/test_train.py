@@ -131,6 +131,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(image_
     assert all(torch.isfinite(v).all() for v in ckpt.ema.values())
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_a_loadable_checkpoint_and_resume_continues(
     image_file, tiny_config_file, tmp_path
 ):
@@ -246,6 +247,7 @@ def _sample_in_fresh_process(run, out, env: dict) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_keeping_freed_memory_applies_on_glibc_and_changes_no_sample(image_file, tiny, tmp_path):
     import platform
 

@@ -162,6 +162,7 @@ def _wait_toast(page, text: str, timeout: float = 15.0) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_page_end_to_end(browser, server):
     url, tmp = server
     files = tmp / "files"

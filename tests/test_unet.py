@@ -37,6 +37,7 @@ def test_zero_initialised_output_gives_zero_at_start():
     assert net(torch.randn(1, 3, 16, 16), torch.ones(1)).abs().max() == 0
 
 
+@pytest.mark.slow
 def test_paper_preset_matches_the_published_network():
     cfg = preset("paper").model
     assert (cfg.base_channels, cfg.channel_mults, cfg.num_res_blocks) == (64, (1, 2, 4), 1)

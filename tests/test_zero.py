@@ -147,3 +147,11 @@ def test_every_application_takes_an_image_with_zero_training(app, image_file, tm
     assert main([*argv, "--out", str(out)]) == 0
     assert (out / "grid.png").exists()
     assert main([app[0], str(image_file), *args[1:], "--out", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.parametrize("size", [(16, 16), (23, 17), (16, 70)])
+def test_the_smallest_canvases_sample(img, size):
+    # At the coarsest pyramid level a 16 px canvas is smaller than one patch; it is shrunk to
+    # one patch there instead of failing (issue #31).
+    out = sindiffusion.zero_training(img).sample(n=2, size=size, steps=6, seed=0)
+    assert out.shape == (2, 3, *size) and torch.isfinite(out).all() and out.std() > 0.05

@@ -60,9 +60,23 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
     return path / CHECKPOINT if path.is_dir() or path.suffix != ".safetensors" else path
 
 
+def check_run_folder(run_dir: str | os.PathLike) -> Path:
+    """`run_dir` as a Path, or a one-sentence `CheckpointError` when it names a file (or sits
+    under one), before any work is spent on a run that could not be saved."""
+    run_dir = Path(run_dir)
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise CheckpointError(
+                    f"{folder} is a file, not a folder; give --out a folder for the run."
+                )
+            break
+    return run_dir
+
+
 def save_checkpoint(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
     """Write `ckpt` into `run_dir` (created if needed) atomically; return the file's path."""
-    run_dir = Path(run_dir)
+    run_dir = check_run_folder(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     tensors.update({f"model.{k}": v for k, v in ckpt.model.items()})

@@ -192,7 +192,8 @@ def make_grid(
     """Tile images (N, 3, H, W) of one size (or a list of (3, h, w) of any sizes) into one
     (3, H', W') tensor in [-1, 1] on a white background, `nrow` images per row."""
     items = list(images)
-    assert items, "make_grid needs at least one image"
+    if not items:
+        raise SinDiffusionError("a grid needs at least one image.")
     nrow = max(1, min(nrow, len(items)))
     rows = (len(items) + nrow - 1) // nrow
     cell_h = max(t.shape[-2] for t in items)
@@ -231,7 +232,10 @@ def parse_size(text: str) -> tuple[int, int]:
 def check_size(size: tuple[int, int], what: str = "the output size") -> tuple[int, int]:
     """`size` (height, width) as whole numbers, each side in [MIN_SIDE, MAX_SIDE] px, or a
     one-sentence `SinDiffusionError`."""
-    h, w = int(size[0]), int(size[1])
+    try:
+        h, w = int(size[0]), int(size[1])
+    except (TypeError, ValueError, IndexError):
+        raise SinDiffusionError(f"{what} {size!r} is not (height, width) in pixels.") from None
     if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
         raise SinDiffusionError(
             f"{what} ({w}x{h} px) is out of range; each side must be between {MIN_SIDE} and "
@@ -377,7 +381,8 @@ def contact_sheet(
     are as large as the largest image; with `height`, images are first scaled to that height."""
     cells = [[_cell_image(c, height) for c in row] for row in rows]
     found = [im for row in cells for im in row if im is not None]
-    assert found, "contact_sheet needs at least one image"
+    if not found:
+        raise SinDiffusionError("a contact sheet needs at least one image.")
     cw, ch = max(im.width for im in found), max(im.height for im in found)
     cols = max(len(row) for row in cells)
     pad, head = 4, 18 if headers else 0

@@ -171,8 +171,6 @@ class SinDiffusion:
         guide: a function wrapping the denoiser, e.g. `guidance.guide(class_name="volcano")`;
         callback(info) after every sampler step; progress: a progress bar.
         """
-        if not (isinstance(n, int) and n >= 1):
-            raise SinDiffusionError(f"n is {n}; ask for at least 1 image.")
         h, w = self.output_size(size, scale)
         opts = self.options(
             steps=steps,

@@ -174,7 +174,10 @@ class PatchDenoiser(nn.Module):
     ) -> torch.Tensor:
         h, w = x.shape[-2:]
         lev = self.levels[self.level_of(sigma)]
-        size = _scaled((h, w), lev.factor)
+        # A small canvas shrunk to a coarse level can fall below one patch: it is shrunk only
+        # to one patch there (a 16 px sample at the 0.1 level is 7 px, not 2).
+        p = self.cfg.patch_size
+        size = tuple(max(p, side) for side in _scaled((h, w), lev.factor))
         xs = resize(x, size)
         s = max(sigma, self.cfg.sigma_floor) * lev.gain
         x0 = self._denoise_patches(xs, s, lev, _call_seed(self.cfg.seed, sigma, x), shift)

@@ -231,6 +231,8 @@ def run(
     None draws all n at once. callback(info) after every sampler step: i (counted over the
     whole plan), x, sigma, sigma_next, denoised.
     """
+    if not (isinstance(n, int) and n >= 1):
+        raise SinDiffusionError(f"n is {n}; ask for at least 1 image.")
     h, w = size
     rows = plan.candidates if len(plan.stages) > 1 else 1
     chunk = n if max_pixels is None else max(1, max_pixels // (h * w * rows))

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoint import (
     Checkpoint,
+    check_run_folder,
     checkpoint_path,
     load_checkpoint,
     read_log,
@@ -391,6 +392,12 @@ def train(
     (its image and config; the run's own are used).
     callback(info) after every step: step, loss, lr, elapsed.
     """
+    if steps is not None and not (isinstance(steps, int) and steps >= 1):
+        raise SinDiffusionError(f"steps is {steps}; give 1 or more training steps.")
+    if minutes is not None and not minutes > 0:
+        raise SinDiffusionError(f"minutes is {minutes}; give a positive training time.")
+    if out is not None:
+        check_run_folder(out)  # before any minute is spent on a run that could not be saved
     cfg = config.copy() if config is not None else preset_config(preset)
     if max_size is not None:
         cfg.train.max_size = max_size

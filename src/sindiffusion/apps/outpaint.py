@@ -73,8 +73,6 @@ def regenerate(
     exact: paste the known pixels back at the end, so they are bit-identical in an 8-bit file.
     Returns (n, 3, H, W) in [-1, 1] on the CPU; the same seed gives the same images.
     """
-    if not (isinstance(n, int) and n >= 1):
-        raise SinDiffusionError(f"n is {n}; ask for at least 1 result.")
     if not (isinstance(resample, int) and resample >= 1 and isinstance(jump, int) and jump >= 1):
         raise SinDiffusionError(
             f"resample ({resample}) and jump ({jump}) must be whole numbers of at least 1."

@@ -374,5 +374,5 @@ def _build_backbone(name: str, device: str, weights: str | None) -> nn.Module:
     elif name == "inception":
         model = inception_stem(weights)
     else:
-        raise ValueError(f"Unknown backbone {name!r}; use 'efficientnet' or 'inception'.")
+        raise SinDiffusionError(f"unknown backbone {name!r}; use efficientnet or inception.")
     return model.to(device)

@@ -10,6 +10,7 @@ import itertools
 
 import torch
 
+from sindiffusion.errors import SinDiffusionError
 from sindiffusion.metrics.backbones import cached_backbone
 
 # EfficientNet-Lite0 blocks read by LPIPS-E: the last block of stages 1-5 (strides 2, 4, 8,
@@ -19,6 +20,13 @@ LPIPS_E_BLOCKS = (0, 2, 4, 7, 10)
 _BATCH = 8  # images per backbone call: bounds memory on large images
 
 
+def _check_pairs(fakes: torch.Tensor) -> None:
+    if fakes.shape[0] < 2:
+        raise SinDiffusionError(
+            f"diversity compares samples, and {fakes.shape[0]} was given; give two or more."
+        )
+
+
 def pixel_diversity(real: torch.Tensor, fakes: torch.Tensor) -> float:
     """SinGAN's diversity: the std over samples of each pixel value, averaged over pixels and
     channels, divided by the std of the real image's values.
@@ -26,7 +34,7 @@ def pixel_diversity(real: torch.Tensor, fakes: torch.Tensor) -> float:
     `real` `(3, H, W)`, `fakes` `(N >= 2, 3, H2, W2)`, both in [-1, 1]. Population std (ddof 0),
     as numpy-based implementations (GPDM) compute it. 0 for identical samples.
     """
-    assert fakes.shape[0] >= 2, "diversity needs at least two samples"
+    _check_pairs(fakes)
     spread = fakes.double().std(dim=0, correction=0).mean()
     return (spread / real.double().std(correction=0).clamp(min=1e-12)).item()
 
@@ -46,7 +54,7 @@ def lpips_e(fakes: torch.Tensor, device: str | torch.device = "cpu") -> float:
     network), so it is not comparable with published LPIPS values. `fakes` `(N >= 2, 3, H, W)` in
     [-1, 1]; 0 for identical samples; each block adds at most 4.
     """
-    assert fakes.shape[0] >= 2, "diversity needs at least two samples"
+    _check_pairs(fakes)
     model = cached_backbone("efficientnet", device)
     feats: list[list[torch.Tensor]] = [[] for _ in LPIPS_E_BLOCKS]
     for batch in fakes.split(_BATCH):

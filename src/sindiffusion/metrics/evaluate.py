@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from sindiffusion.errors import SinDiffusionError
+from sindiffusion.image import MIN_SIDE
 from sindiffusion.metrics.diversity import lpips_e, pixel_diversity
 from sindiffusion.metrics.patches import copy_score, patch_nn_distance, patch_swd
 from sindiffusion.metrics.sifid import sifid
@@ -81,11 +82,16 @@ def score(
     the fakes. Backbones are built once per process and device, so repeated calls are cheap.
     """
     if backbone not in ("efficientnet", "inception"):
-        raise SinDiffusionError(f"Unknown backbone {backbone!r}; use efficientnet or inception.")
+        raise SinDiffusionError(f"unknown backbone {backbone!r}; use efficientnet or inception.")
     real = _as_batch(real, "real")
     if real.shape[0] != 1:
         raise SinDiffusionError(f"real must be one image, got {real.shape[0]}.")
     real = real[0].float()
+    if min(real.shape[-2:]) < MIN_SIDE:
+        raise SinDiffusionError(
+            f"the real image is {real.shape[-1]}x{real.shape[-2]} px; the metrics need at "
+            f"least {MIN_SIDE} px a side."
+        )
     fakes, notes = match_sizes(real, fakes)
     for note in notes:
         warnings.warn(note, stacklevel=2)

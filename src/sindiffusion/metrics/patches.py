@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sindiffusion.errors import SinDiffusionError
+
 
 def _patches(img: torch.Tensor, size: int, stride: int) -> torch.Tensor:
     """All `size`×`size` patches of `img` `(C, H, W)` on a `stride` grid: `(P, C*size*size)`."""
@@ -120,7 +122,8 @@ def patch_swd(
             w2 = (_resample_sorted(proj, n) - _resample_sorted(ref, n)).double().square()
             row.append(w2.mean().sqrt().item())
         per_scale.append(row)
-    assert per_scale, "image smaller than one patch at every scale"
+    if not per_scale:
+        raise SinDiffusionError(f"the images are smaller than one {patch_size} px patch.")
     return torch.tensor(per_scale, dtype=torch.float64).nanmean(dim=0)
 
 
@@ -165,7 +168,8 @@ def copy_mask(
     fake = fake.to(device, torch.float32)
     _, h, w = real.shape
     k = min(window, min(h, w, fake.shape[-2], fake.shape[-1]) // 2)
-    assert k > shift, "images too small for the copy score"
+    if k <= shift:
+        raise SinDiffusionError("the images are too small for the copy score; give 16 px or more.")
     stride = stride or max(k // 4, 1)
     # Zero-padding to a fast FFT size keeps the correlation exact where windows do not wrap.
     size = (_fft_len(h), _fft_len(w))
