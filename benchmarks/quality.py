@@ -26,6 +26,7 @@ import inspect
 import io
 import json
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -66,6 +67,7 @@ COLUMNS = (
     ("patch_nn", "patch NN ↓"),
     ("patch_swd", "patch SWD ↓"),
     ("copy_score", "copy ↓"),
+    ("copy_32", "copy 32 ↓"),
     ("train_minutes", "train min"),
     ("sample_seconds", "s / sample"),
 )
@@ -216,6 +218,7 @@ def train_or_load(
         return SinDiffusion.from_checkpoint(ckpt, device=device), ckpt
     if status == "stale":
         print(f"  note: {run_dir} was trained with another config; retraining", file=sys.stderr)
+        shutil.rmtree(run_dir)  # a cache entry: train() refuses to write over a run
     model = train(
         image, config=config, out=run_dir, steps=steps, minutes=minutes,
         seed=seed, resume=status == "partial", device=device, progress=progress,
@@ -398,7 +401,8 @@ def run(args: argparse.Namespace) -> int:
             div = s.get("pixel_diversity")
             print(
                 f"  {m.name:<24} {key} {s[key]:.3f}  div {'n/a' if div is None else f'{div:.3f}'}"
-                f"  copy {s['copy_score']:.3f}  ({time.perf_counter() - t0:.0f} s)",
+                f"  copy {s['copy_score']:.3f}  copy32 {s.get('copy_32', float('nan')):.3f}"
+                f"  ({time.perf_counter() - t0:.0f} s)",
                 flush=True,
             )
     print(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")

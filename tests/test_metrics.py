@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from sindiffusion.image import load_image
 from sindiffusion.metrics import (
     InceptionWeightsMissing,
+    copy_fraction,
     copy_score,
     efficientnet_lite0,
     frechet_distance,
@@ -270,6 +271,22 @@ def test_copy_score_measures_the_copied_fraction(real):
     assert copy_score(real, fake[None]).item() == pytest.approx(0.5, abs=0.15)
 
 
+def test_copy_fraction_sees_a_pasted_48px_crop_that_the_64px_score_misses():
+    real = load_image(ROCKET, max_size=160)  # 160x107
+    g = torch.Generator().manual_seed(0)
+    noise = torch.rand(real.shape, generator=g) * 2 - 1
+    pasted = noise.clone()
+    pasted[:, 30:78, 70:118] = real[:, 40:88, 20:68]  # a 48 px square of the photo, moved
+    got = copy_fraction(real, torch.stack([pasted, noise, real]))
+    area = 48 * 48 / real[0].numel()  # the pasted square: 0.13 of the pixels
+    assert 0.5 * area < got[0] <= area  # the 32 px windows inside it, on an 8 px grid
+    assert got[1] == 0 and got[2] > 0.9  # noise copies nothing; the photo is all copy
+    assert copy_score(real, pasted[None]).item() == 0  # no 64 px window fits in the square
+    slightly_off = (pasted + 0.02).clamp(-1, 1)  # 2.5 grey levels: still a copy (RMS 0.02)
+    assert copy_fraction(real, slightly_off[None]).item() == got[0]
+    assert copy_fraction(real, (pasted + 0.06).clamp(-1, 1)[None]).item() == 0  # beyond 0.04
+
+
 def test_copy_score_tolerates_slight_noise_but_not_a_regenerated_texture(real):
     assert copy_score(real, noisy(real, 0.01)[None]).item() > 0.9
     assert copy_score(real, noisy(real, 0.3)[None]).item() < 0.05
@@ -280,7 +297,7 @@ def test_copy_score_tolerates_slight_noise_but_not_a_regenerated_texture(real):
 
 def test_score_reports_every_metric_and_diversity_only_for_several_fakes(real):
     one = score(real, noisy(real, 0.1))
-    assert set(one) == {"sifid_e", "patch_nn", "patch_swd", "copy_score"}
+    assert set(one) == {"sifid_e", "patch_nn", "patch_swd", "copy_score", "copy_32"}
     two = score(real, torch.stack([noisy(real, 0.1, 1), noisy(real, 0.1, 2)]))
     assert set(two) == set(one) | {"pixel_diversity", "lpips_e"}
     assert all(isinstance(v, float) and np.isfinite(v) for v in two.values())

@@ -41,22 +41,23 @@ def test_json_of_the_real_image_against_itself(images, capsys):
         "patch_nn",
         "patch_swd",
         "copy_score",
+        "copy_32",
     }
     assert abs(m["sifid_e"]) < 1e-3 and m["pixel_diversity"] == 0 and m["lpips_e"] == 0
-    assert m["copy_score"] == 1.0
+    assert m["copy_score"] == 1.0 and m["copy_32"] > 0.9
 
 
 def test_one_fake_has_no_diversity(images, capsys):
     assert main(["score", images["real"], images["a"], "--json"]) == 0
     m = json.loads(capsys.readouterr().out)["metrics"]
-    assert set(m) == {"sifid_e", "patch_nn", "patch_swd", "copy_score"}
-    assert m["sifid_e"] > 1 and m["copy_score"] < 0.05
+    assert set(m) == {"sifid_e", "patch_nn", "patch_swd", "copy_score", "copy_32"}
+    assert m["sifid_e"] > 1 and m["copy_score"] < 0.05 and m["copy_32"] < 0.05
 
 
 def test_text_output_names_every_metric_with_its_meaning(images, capsys):
     assert main(["score", images["real"], images["a"], images["b"]]) == 0
     out = capsys.readouterr().out
-    for key in ("sifid_e", "pixel_diversity", "lpips_e", "patch_nn", "patch_swd", "copy_score"):
+    for key in (k for k in METRICS if k != "sifid"):  # SIFID needs --backbone inception
         line = next(row for row in out.splitlines() if row.strip().startswith(key + ":"))
         assert METRICS[key] in line
 

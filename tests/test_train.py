@@ -15,7 +15,7 @@ from conftest import natural_tensor, tiny_config
 
 import sindiffusion
 from sindiffusion.checkpoint import load_checkpoint, save_checkpoint
-from sindiffusion.errors import CheckpointError, TrainingDiverged
+from sindiffusion.errors import CheckpointError, SinDiffusionWarning, TrainingDiverged
 from sindiffusion.image import load_image
 
 
@@ -75,11 +75,12 @@ def test_resume_on_another_kind_of_device_goes_on_reproducibly(image_file, tmp_p
     runs = []
     for name in ("a", "b"):
         shutil.copytree(out, tmp_path / name)
-        runs.append(
-            sindiffusion.train(
-                image_file, out=tmp_path / name, steps=6, resume=True, progress=False
+        with pytest.warns(SinDiffusionWarning, match="saved on another kind of device"):
+            runs.append(
+                sindiffusion.train(
+                    image_file, out=tmp_path / name, steps=6, resume=True, progress=False
+                )
             )
-        )
     assert runs[0].step == runs[1].step == 6
     assert torch.equal(runs[0].sample(n=1, seed=0), runs[1].sample(n=1, seed=0))
     assert not torch.equal(

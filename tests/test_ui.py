@@ -20,8 +20,9 @@ import torch
 from conftest import natural_like, tiny_config
 from PIL import Image
 
+from sindiffusion.checkpoint import load_checkpoint
 from sindiffusion.errors import SinDiffusionError
-from sindiffusion.ui import RunStore, check_upload, painted_mask
+from sindiffusion.ui import RunStore, TrainingJob, check_upload, painted_mask
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM_ARGS = [
@@ -70,6 +71,22 @@ def test_uploads_are_checked(tmp_path):
         check_upload(good, cfg, max_upload_mb=0.001)
     with pytest.raises(SinDiffusionError, match="upload an image first"):
         check_upload(None, cfg)
+
+
+def test_stop_saves_the_training_of_the_page_like_ctrl_c(tmp_path):
+    from conftest import natural_tensor
+
+    run = tmp_path / "run"
+    job = TrainingJob(natural_tensor(), tiny_config(), run, steps=10**6, preview_seconds=1e9)
+    job.start()
+    deadline = time.monotonic() + 60
+    while job.trainer.step < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    job.stop()
+    job.join(60)
+    assert job.done and job.stopped and job.error is None
+    assert 3 <= load_checkpoint(run).step == job.trainer.step < 10**6
+    assert job.status().startswith("**stopped**") and job.preview_path.exists()
 
 
 def test_painted_mask_is_the_union_of_layers():

@@ -100,7 +100,14 @@ def save_checkpoint(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
         tensors["rng_state"] = ckpt.rng_state
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     path = run_dir / CHECKPOINT
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+    def write(tmp: str) -> None:
+        try:
+            save_file(tensors, tmp, metadata=meta)
+        except SafetensorError as e:  # its I/O errors (a full disk) are OSErrors to atomic_write
+            raise OSError(str(e).split(": ", 1)[-1]) from None
+
+    atomic_write(path, write)
     atomic_write(run_dir / "config.json", lambda tmp: Path(tmp).write_text(ckpt.config.to_json()))
     if not (run_dir / "image.png").exists():
         save_image(ckpt.image, run_dir / "image.png")
@@ -168,6 +175,15 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         rng_state=tensors.get("rng_state"),
         extra=json.loads(meta.get("extra", "{}")),
     )
+
+
+def remove_stale_temporaries(run_dir: str | os.PathLike) -> int:
+    """Delete the temporary files (`.NAME.*.tmp`) a killed writer left in a run folder;
+    returns how many. Only one process writes a run folder, so none of them is in use."""
+    stale = list(Path(run_dir).glob(".*.tmp")) + list(Path(run_dir).glob("previews/.*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def _newer(version: str, than: str) -> bool:

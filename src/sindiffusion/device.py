@@ -6,9 +6,12 @@ import ctypes
 import functools
 import os
 import sys
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
+
+from .errors import SinDiffusionWarning
 
 
 def default_device() -> torch.device:
@@ -25,6 +28,30 @@ def bf16_fast(device: torch.device) -> bool:
         return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
     except AttributeError:
         return False
+
+
+def use_bf16(requested: bool, device: torch.device) -> bool:
+    """Whether to run under bfloat16 autocast: when the config asks for it (`train.bf16`) and
+    it pays on `device`. When asked for but dropped, warns once per process and device kind:
+    the same checkpoint and seed then give slightly different samples than on a machine that
+    has it."""
+    if not requested:
+        return False
+    if bf16_fast(device):
+        return True
+    _warn_no_bf16(device.type)
+    return False
+
+
+@functools.cache
+def _warn_no_bf16(kind: str) -> None:
+    where = "this CPU has neither AVX-512 bf16 nor AMX" if kind == "cpu" else f"{kind} lacks it"
+    warnings.warn(
+        f"the config asks for bfloat16, but {where}: running in float32, so samples differ a "
+        "little from those of a machine with it (same seed).",
+        SinDiffusionWarning,
+        stacklevel=3,
+    )
 
 
 def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:

@@ -35,10 +35,6 @@ class WorkerLost(SinDiffusionError):
     """Another training process died or a collective failed; the last checkpoint is kept."""
 
 
-class Terminated(RuntimeError):
-    """Raised by the SIGTERM handler: torchrun sends SIGTERM to the survivors of a failed rank."""
-
-
 @dataclass(frozen=True)
 class World:
     """Where this process stands among the data-parallel processes."""
@@ -87,8 +83,10 @@ class World:
 def init(world: World, device: torch.device) -> None:
     """Join the process group (idempotent): NCCL for CUDA devices, gloo otherwise.
 
-    Also turns SIGTERM (what torchrun sends to the other ranks when one fails) into an
-    exception, so the survivors stop with a clear error instead of vanishing silently.
+    SIGTERM (what torchrun sends to every rank when it is stopped, and to the others when one
+    fails) is handled by the training loop (`trainer.StopSignal`): every rank stops after the
+    same step and rank 0 saves, or, when a rank is lost, the next collective fails with a
+    clear error.
     """
     if not world.distributed or dist.is_initialized():
         return
@@ -97,11 +95,6 @@ def init(world: World, device: torch.device) -> None:
     backend = "nccl" if device.type == "cuda" else "gloo"
     # A lost peer is usually noticed at once (closed socket); the timeout bounds the rest.
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=10))
-
-    def on_sigterm(signum, frame):
-        raise Terminated("stopped by SIGTERM")
-
-    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def teardown() -> None:
@@ -119,6 +112,13 @@ def mean(value: torch.Tensor) -> torch.Tensor:
     out = value.detach().clone().float()
     dist.all_reduce(out)
     return out / dist.get_world_size()
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` is true on any rank (e.g. "SIGTERM received"), the same answer on all."""
+    t = _tensor([float(flag)], device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def from_main(value: float, device: torch.device) -> float:

@@ -11,3 +11,8 @@ class CheckpointError(SinDiffusionError):
 
 class TrainingDiverged(SinDiffusionError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class SinDiffusionWarning(UserWarning):
+    """Something a user would want to know, that does not stop the work: a setting dropped on
+    this machine, a resume on another kind of device. The CLI prints it as one line."""

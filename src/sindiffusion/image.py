@@ -162,19 +162,31 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> to
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Call `write(tmp_path)`, then rename the temporary file over `path`.
 
-    A crash mid-write leaves the previous file intact.
+    A crash mid-write leaves the previous file intact. A folder that cannot be made or written
+    (permissions, a full disk) is a one-sentence `SinDiffusionError`, the previous file intact.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        raise SinDiffusionError(
+            f"could not write {path} ({e.strerror or e}); check the folder's permissions and "
+            "free space (an earlier file of that name is untouched)."
+        ) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)
 
 
 def save_image(x: torch.Tensor | Image.Image, path: str | os.PathLike) -> Path:

@@ -88,7 +88,7 @@ def train_many(
     folder: str | os.PathLike,
     runs: str | os.PathLike,
     shard_spec: tuple[int, int] = (0, 1),
-    preset: str = "fast",
+    preset: str | None = None,
     config: Config | None = None,
     steps: int | None = None,
     minutes: float | None = None,
@@ -108,7 +108,9 @@ def train_many(
     images = list_images(folder)
     names = run_names(images)
     mine = shard(images, *shard_spec)
-    base = config if config is not None else preset_config(preset)
+    if preset is not None and config is not None:
+        raise SinDiffusionError("give either a preset or a config, not both.")
+    base = config if config is not None else preset_config(preset or "fast")
     target = steps if steps is not None else base.train.steps
     runs = Path(runs)
     failed: dict[str, str] = {}

@@ -19,7 +19,7 @@ import torch
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, DiffusionConfig, SamplingConfig
-from .device import bf16_fast, default_device, keep_freed_memory_on
+from .device import default_device, keep_freed_memory_on, use_bf16
 from .diffusion import Denoiser
 from .errors import SinDiffusionError
 from .guidance import Denoise, Guide
@@ -72,7 +72,7 @@ class SinDiffusion:
         unet = UNet(self.config.model)
         unet.load_state_dict(weights)
         unet = unet.eval().requires_grad_(False).to(self.device)
-        bf16 = self.config.train.bf16 and bf16_fast(self.device)
+        bf16 = use_bf16(self.config.train.bf16, self.device)
         return Denoiser(
             unet, self.config.diffusion, bf16=bf16, channels_last=self.config.train.channels_last
         ).to(self.device)

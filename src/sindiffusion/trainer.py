@@ -14,10 +14,14 @@ writes.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import re
+import signal
+import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,14 +35,15 @@ from .checkpoint import (
     checkpoint_path,
     load_checkpoint,
     read_log,
+    remove_stale_temporaries,
     save_checkpoint,
     write_log,
 )
 from .config import Config
 from .config import preset as preset_config
-from .device import bf16_fast, default_device, keep_freed_memory_on
+from .device import default_device, keep_freed_memory_on, use_bf16
 from .diffusion import Denoiser
-from .errors import SinDiffusionError, TrainingDiverged
+from .errors import SinDiffusionError, SinDiffusionWarning, TrainingDiverged
 from .image import (
     MIN_SIDE,
     check_image_tensor,
@@ -47,6 +52,7 @@ from .image import (
     pil_to_tensor,
     resize,
     save_image,
+    to_uint8,
 )
 from .model import SinDiffusion
 from .report import moving_average
@@ -82,6 +88,27 @@ def random_batch(
     )
 
 
+class StopSignal:
+    """Inside this block SIGTERM (a scheduler's or `kill`'s polite stop, torchrun's stop) sets
+    `received` instead of ending the process, so training stops after the current step and
+    saves. Only the main thread can take signals; elsewhere (the web page's training thread)
+    it does nothing."""
+
+    def __enter__(self) -> StopSignal:
+        self.received = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        return self
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.received = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 class Trainer:
     """Holds the network, its EMA, the optimiser and the random state of one run.
 
@@ -111,7 +138,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.seed = seed
         tc = config.train
-        self.bf16 = tc.bf16 and bf16_fast(self.device)
+        self.bf16 = use_bf16(tc.bf16, self.device)
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
             torch.manual_seed(seed)
             self.unet = UNet(config.model)
@@ -140,6 +167,8 @@ class Trainer:
         self.rows: slice | None = None  # this rank's rows of the global batch
         if self.world.distributed:
             self._join()
+        if self.run_dir is not None and self.run_dir.is_dir():
+            remove_stale_temporaries(self.run_dir)  # a killed writer's; rank 0 only
 
     def _join(self) -> None:
         """Check that every rank starts from the same state, then wrap the UNet in DDP."""
@@ -172,6 +201,13 @@ class Trainer:
                 # different sizes): go on with a stream seeded by the run's seed and step, so a
                 # resume here is still reproducible.
                 self.generator.manual_seed(ckpt.seed * 1_000_003 + ckpt.step)
+                warnings.warn(
+                    f"this run was saved on another kind of device than {self.device.type}: "
+                    f"its random stream goes on reseeded from step {ckpt.step}, so it will not "
+                    "repeat an uninterrupted run exactly (resuming here again will).",
+                    SinDiffusionWarning,
+                    stacklevel=2,
+                )
         self.step, self.elapsed, self.seed = ckpt.step, ckpt.elapsed, ckpt.seed
         self.budget = ckpt.extra.get("budget")
         self.log = [row for row in read_log(self.run_dir) if row[0] <= self.step]
@@ -252,7 +288,8 @@ class Trainer:
     ) -> dict:
         """Train until `steps` (default: the config's) or `minutes` of training time in total.
 
-        Saves a checkpoint every `checkpoint_every` steps, at the end and on Ctrl-C; writes a
+        Saves a checkpoint every `checkpoint_every` steps, at the end, on Ctrl-C and on SIGTERM
+        (after the current step, every rank the same); writes a
         preview grid every `preview_every` steps and at the end. `callback(info)` gets a dict
         (step, loss, lr, elapsed) after every step. Returns a summary dict.
         """
@@ -269,34 +306,10 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
-        interrupted = False
-        t_last = time.perf_counter()
-        loss = float("nan")
+        interrupted: str | bool = False
         try:
-            while self.step < total and not (self.budget and self.elapsed >= self.budget):
-                lr = self.learning_rate(total)
-                loss = self.train_step(lr)
-                self.step += 1
-                now = time.perf_counter()
-                self.elapsed += now - t_last
-                t_last = now
-                if self.world.distributed:
-                    # Rank 0's clock for all: the same learning rate and the same last step.
-                    self.elapsed = distributed.from_main(self.elapsed, self.device)
-                    distributed.maybe_fail(self.world, self.step)
-                self.log.append((self.step, loss, lr, self.elapsed))
-                bar.update(1)
-                postfix = {"loss": f"{loss:.4f}"}
-                if self.budget:
-                    postfix["left"] = f"{max(0.0, self.budget - self.elapsed) / 60:.1f}min"
-                bar.set_postfix(postfix)
-                if callback is not None:
-                    callback({"step": self.step, "loss": loss, "lr": lr, "elapsed": self.elapsed})
-                if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
-                    self.save()
-                if tc.preview_every and self.step % tc.preview_every == 0:
-                    self.preview()
-                t_last = time.perf_counter()  # checkpoint and preview time is not training time
+            with StopSignal() as sigterm:
+                interrupted = self._loop(total, bar, callback, sigterm)
         except KeyboardInterrupt:
             interrupted = True
         except RuntimeError as e:
@@ -306,14 +319,57 @@ class Trainer:
         finally:
             bar.close()
         self.save()
+        if interrupted == "SIGTERM":
+            warnings.warn(
+                f"training stopped by SIGTERM after step {self.step}; the checkpoint is saved: "
+                "rerun the same command with --resume to go on.",
+                SinDiffusionWarning,
+                stacklevel=2,
+            )
         if not interrupted and self.run_dir is not None:
             self.preview()
         return {
             "step": self.step,
-            "loss": loss,
+            "loss": self.log[-1][1] if self.log else float("nan"),
             "elapsed": self.elapsed,
-            "interrupted": interrupted,
+            "interrupted": bool(interrupted),
         }
+
+    def _loop(self, total: int, bar, callback, sigterm: StopSignal) -> str | bool:
+        """The steps of `run`; returns "SIGTERM" when a SIGTERM stopped them (on any rank,
+        after the same step on every rank), else False."""
+        tc = self.config.train
+        t_last = time.perf_counter()
+        while self.step < total and not (self.budget and self.elapsed >= self.budget):
+            lr = self.learning_rate(total)
+            loss = self.train_step(lr)
+            self.step += 1
+            now = time.perf_counter()
+            self.elapsed += now - t_last
+            t_last = now
+            if self.world.distributed:
+                # Rank 0's clock for all: the same learning rate and the same last step.
+                self.elapsed = distributed.from_main(self.elapsed, self.device)
+                distributed.maybe_fail(self.world, self.step)
+            self.log.append((self.step, loss, lr, self.elapsed))
+            bar.update(1)
+            postfix = {"loss": f"{loss:.4f}"}
+            if self.budget:
+                postfix["left"] = f"{max(0.0, self.budget - self.elapsed) / 60:.1f}min"
+            bar.set_postfix(postfix)
+            if callback is not None:
+                callback({"step": self.step, "loss": loss, "lr": lr, "elapsed": self.elapsed})
+            if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
+                self.save()
+            if tc.preview_every and self.step % tc.preview_every == 0:
+                self.preview()
+            stop = sigterm.received
+            if self.world.distributed:  # every rank stops after the same step
+                stop = distributed.any_rank(stop, self.device)
+            if stop:
+                return "SIGTERM"
+            t_last = time.perf_counter()  # checkpoint and preview time is not training time
+        return False
 
     def _lost(self, error: Exception) -> distributed.WorkerLost:
         """The one-sentence error of a data-parallel run that lost a process."""
@@ -369,7 +425,7 @@ def loss_curve(
 
 def train(
     image: str | os.PathLike | torch.Tensor,
-    preset: str = "fast",
+    preset: str | None = None,
     out: str | os.PathLike | None = None,
     steps: int | None = None,
     minutes: float | None = None,
@@ -384,12 +440,15 @@ def train(
     """Learn a diffusion model from one image; returns the trained `SinDiffusion`.
 
     image: a path (any format Pillow reads) or a tensor (3, H, W) in [-1, 1];
-    preset: "fast" (default, minutes on a CPU) or "paper" (the published recipe);
+    preset: "fast" (the default, minutes on a CPU) or "paper" (the published recipe);
     out: run folder for checkpoints, previews and logs (None: keep nothing on disk);
     steps / minutes: stop after this many steps or this much training time in total;
     max_size: long side of the training image in px (default: the config's, 250);
-    config: a full `Config` instead of a preset; resume: continue from `out`'s checkpoint
-    (its image and config; the run's own are used).
+    config: a full `Config` instead of a preset (not both);
+    resume: continue from `out`'s checkpoint with the run's own image and config. Anything
+    given that contradicts them (another image, preset, max_size, or a config whose model,
+    noise or training differ) is a one-sentence error; a config's sampling settings and
+    `BOOKKEEPING` fields replace the run's (they never change what is learned).
     callback(info) after every step: step, loss, lr, elapsed.
     """
     if steps is not None and not (isinstance(steps, int) and steps >= 1):
@@ -398,19 +457,78 @@ def train(
         raise SinDiffusionError(f"minutes is {minutes}; give a positive training time.")
     if out is not None:
         check_run_folder(out)  # before any minute is spent on a run that could not be saved
-    cfg = config.copy() if config is not None else preset_config(preset)
-    if max_size is not None:
-        cfg.train.max_size = max_size
+    if preset is not None and config is not None:
+        raise SinDiffusionError("give either a preset or a config, not both.")
     resume_ckpt = None
     if resume:
         if out is None or not checkpoint_path(out).exists():
             raise SinDiffusionError(f"nothing to resume in {out}; train without --resume first.")
         resume_ckpt = load_checkpoint(out)
-        cfg, img = resume_ckpt.config, resume_ckpt.image
-    elif isinstance(image, torch.Tensor):
-        img = check_image_tensor(image)
+        cfg = _resumed_config(resume_ckpt.config, preset, config, max_size)
+        img, given = resume_ckpt.image, _training_image(image, cfg)
+        if given.shape != img.shape or not torch.equal(to_uint8(given), to_uint8(img)):
+            raise SinDiffusionError(
+                f"{_name(image)} is not the image this run was trained on; resume with that "
+                "image, or start a new run with another --out."
+            )
     else:
-        img = load_image(image, max_size=cfg.train.max_size, multiple=stride(cfg.model))
+        if out is not None and checkpoint_path(out).exists():
+            raise SinDiffusionError(
+                f"{out} already holds a run; add --resume to go on with it, or give another "
+                "--out (a new run would write over it)."
+            )
+        cfg = config.copy() if config is not None else preset_config(preset or "fast")
+        if max_size is not None:
+            cfg.train.max_size = max_size
+        img = _training_image(image, cfg)
     trainer = Trainer(img, cfg, seed=seed, run_dir=out, device=device, resume=resume_ckpt)
     trainer.run(steps=steps, minutes=minutes, progress=progress, callback=callback)
     return SinDiffusion.from_checkpoint(trainer.checkpoint(), device=trainer.device)
+
+
+def _training_image(image: str | os.PathLike | torch.Tensor, config: Config) -> torch.Tensor:
+    """The training image (3, H, W) in [-1, 1] as `config` trains it (a tensor is used as
+    given, quantised to 8 bits; a file is resized to train.max_size and the network's stride)."""
+    if isinstance(image, torch.Tensor):
+        return check_image_tensor(image)
+    return load_image(image, max_size=config.train.max_size, multiple=stride(config.model))
+
+
+# Train settings that a resumed run may change: they decide when to stop, save and preview.
+BOOKKEEPING = ("steps", "checkpoint_every", "preview_every", "preview_steps")
+
+
+def _name(image: str | os.PathLike | torch.Tensor) -> str:
+    return "the image tensor" if isinstance(image, torch.Tensor) else str(image)
+
+
+def _resumed_config(
+    saved: Config, preset: str | None, config: Config | None, max_size: int | None
+) -> Config:
+    """The config a resumed run goes on with: its own, or `config` where they differ only in
+    sampling settings; a one-sentence error for a preset, config or max_size that contradicts
+    the run (they would train another model than the one resumed)."""
+    how = "drop it, or start a new run with another --out"
+    if preset is not None and preset != saved.preset:
+        raise SinDiffusionError(
+            f"this run was trained with preset {saved.preset!r}, not {preset!r}; {how}."
+        )
+    if max_size is not None and max_size != saved.train.max_size:
+        raise SinDiffusionError(
+            f"this run was trained at max_size {saved.train.max_size}, not {max_size}; {how}."
+        )
+    if config is None:
+        return saved
+    given, resumed = config.copy(), saved.copy()
+    for part in ("model", "diffusion", "train"):
+        mine, theirs = getattr(given, part), getattr(resumed, part)
+        if part == "train":  # how often to save and preview never changes what is learned
+            mine = dataclasses.replace(mine, **{k: getattr(theirs, k) for k in BOOKKEEPING})
+        if mine != theirs:
+            raise SinDiffusionError(
+                f"the config's {part} settings differ from this run's; {how} (only sampling "
+                f"settings and {', '.join(BOOKKEEPING)} may change on --resume)."
+            )
+    resumed.sampling = given.sampling
+    resumed.train = given.train
+    return resumed

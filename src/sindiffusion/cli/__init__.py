@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
-from ..errors import SinDiffusionError
+from ..errors import SinDiffusionError, SinDiffusionWarning
 from ..version import __version__
 from . import apps, commands
 from .options import (
@@ -134,11 +135,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse's own usage errors and --help
         return int(e.code or 0)
-    try:
-        return COMMANDS[args.command](args)
-    except SinDiffusionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SinDiffusionWarning)
+        warnings.showwarning = _one_line_warning
+        try:
+            return COMMANDS[args.command](args)
+        except SinDiffusionError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return USER_ERROR
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+_show_warning = warnings.showwarning
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our warnings as one line, `warning: ...`, like the errors; others as Python shows them."""
+    if issubclass(category, SinDiffusionWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)

@@ -154,15 +154,18 @@ def add_training(p: argparse.ArgumentParser) -> None:
 
 # --- translation into API arguments --------------------------------------------------------------
 def training_kwargs(args: argparse.Namespace) -> dict:
-    """The keyword arguments of `train` / `train_many` from `add_training`'s options."""
+    """The keyword arguments of `train` / `train_many` from `add_training`'s options: a
+    config only when --config or --init asks for one, else the preset (None: the default)."""
     if args.preset is not None and args.config is not None:
         raise SinDiffusionError(
             "give either --preset or --config, not both (a config file holds a whole preset)."
         )
-    config: Config = load_config(args.config) if args.config else preset(args.preset or "fast")
+    config: Config | None = load_config(args.config) if args.config else None
     if args.init is not None:
+        config = config or preset(args.preset or "fast")
         config.train.init = None if args.init == "random" else args.init
     return {
+        "preset": args.preset if config is None else None,
         "config": config,
         "steps": args.steps,
         "minutes": args.minutes,

@@ -13,12 +13,13 @@ from sindiffusion.metrics.backbones import (
 )
 from sindiffusion.metrics.diversity import lpips_e, pixel_diversity
 from sindiffusion.metrics.evaluate import METRICS, match_sizes, score
-from sindiffusion.metrics.patches import copy_score, patch_nn_distance, patch_swd
+from sindiffusion.metrics.patches import copy_fraction, copy_score, patch_nn_distance, patch_swd
 from sindiffusion.metrics.sifid import frechet_distance
 
 __all__ = [
     "METRICS",
     "InceptionWeightsMissing",
+    "copy_fraction",
     "copy_score",
     "efficientnet_lite0",
     "frechet_distance",

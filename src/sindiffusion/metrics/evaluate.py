@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sindiffusion.errors import SinDiffusionError
 from sindiffusion.image import MIN_SIDE
 from sindiffusion.metrics.diversity import lpips_e, pixel_diversity
-from sindiffusion.metrics.patches import copy_score, patch_nn_distance, patch_swd
+from sindiffusion.metrics.patches import copy_fraction, copy_score, patch_nn_distance, patch_swd
 from sindiffusion.metrics.sifid import sifid
 
 # What each key of `score()` means; lower is better unless marked.
@@ -24,6 +24,7 @@ METRICS = {
     "patch_nn": "mean RMS distance of each 7x7 fake patch to its nearest real patch",
     "patch_swd": "patch sliced-Wasserstein distance, 7x7 patches, scales 1, 1/2, 1/4",
     "copy_score": "fraction of the fake's textured area in 64x64 windows copied from the real",
+    "copy_32": "fraction of the fake's pixels in 32x32 windows within RMS 0.02 of a real window",
 }
 
 
@@ -104,4 +105,5 @@ def score(
     result["patch_nn"] = patch_nn_distance(real, fakes, device=device).mean().item()
     result["patch_swd"] = patch_swd(real, fakes, device=device).mean().item()
     result["copy_score"] = copy_score(real, fakes, device=device).mean().item()
+    result["copy_32"] = copy_fraction(real, fakes, device=device).mean().item()
     return result

@@ -158,9 +158,12 @@ def copy_mask(
     min_texture: float = 8 / 255,
     device: str | torch.device = "cpu",
     chunk: int = 32,
+    max_rms: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Where `fake` `(3, h, w)` copies `real` `(3, H, W)`, as bool masks `(h, w)`:
-    (pixels covered by copied windows, pixels covered by textured windows). See `copy_score`.
+    (pixels covered by copied windows, pixels covered by textured windows). A textured window
+    is copied when its RMS distance to the nearest real window is below `threshold` times its
+    texture (`copy_score`), or, with `max_rms`, below that absolute distance (`copy_fraction`).
     """
     # float32 is enough: the FFT round-off (< 0.002 RMS on 64 px windows) is far below the
     # smallest copy threshold, threshold * min_texture = 0.016.
@@ -189,7 +192,8 @@ def copy_mask(
         rms = (d2.flatten(1).min(dim=1).values.clamp(min=0) / wins[0].numel()).sqrt()
         texture = _self_shift_rms(wins, shift)
         is_textured = texture >= min_texture
-        is_copy = is_textured & (rms < threshold * texture)
+        limit = threshold * texture if max_rms is None else torch.full_like(texture, max_rms)
+        is_copy = is_textured & (rms < limit)
         for (y, x), t, c in zip(group, is_textured.tolist(), is_copy.tolist(), strict=True):
             textured[y : y + k, x : x + k] |= t
             copied[y : y + k, x : x + k] |= c
@@ -229,4 +233,35 @@ def copy_score(
             real, fake, window, stride, threshold, shift, min_texture, device
         )
         values.append(copied.sum().item() / max(textured.sum().item(), 1))
+    return torch.tensor(values, dtype=torch.float64)
+
+
+COPY_RMS = 0.04  # copy_fraction's distance: 0.02 in [0, 1] pixel units, 5 grey levels
+
+
+@torch.no_grad()
+def copy_fraction(
+    real: torch.Tensor,
+    fakes: torch.Tensor,
+    window: int = 32,
+    max_rms: float = COPY_RMS,
+    min_texture: float = 8 / 255,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """Fraction of each fake's pixels covered by `window`-px windows copied from the real
+    image: windows on a window // 4 grid whose RMS distance to their nearest real window
+    (every position, exact, as in `copy_score`) is below `max_rms` in [-1, 1] units (0.04 =
+    0.02 of [0, 1]), textureless windows (self-shift RMS below `min_texture`) excluded.
+
+    What a user calls "it pasted bits of my photo": a 32 px region reproduced to within about
+    5 grey levels. Finer than `copy_score` (64 px windows, a threshold relative to texture),
+    which misses pasted regions smaller than its windows. Returns `(N,)` in [0, 1]: 0 for a
+    patch-shuffled image, about 1 for the real image itself.
+    """
+    values = []
+    for fake in fakes:
+        copied, _ = copy_mask(
+            real, fake, window, min_texture=min_texture, device=device, max_rms=max_rms
+        )
+        values.append(copied.float().mean().item())
     return torch.tensor(values, dtype=torch.float64)

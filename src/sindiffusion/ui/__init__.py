@@ -12,14 +12,24 @@ checks that name again before touching the disk.
 """
 
 from .page import build_app, guided, painted_mask, serve
-from .runs import MAX_PIXELS, MAX_UPLOAD_MB, RunStore, TrainingJob, check_upload
+from .runs import (
+    MAX_PIXELS,
+    MAX_UPLOAD_MB,
+    OneAtATime,
+    RunStore,
+    TrainingJob,
+    check_mask_upload,
+    check_upload,
+)
 
 __all__ = [
     "MAX_PIXELS",
     "MAX_UPLOAD_MB",
+    "OneAtATime",
     "RunStore",
     "TrainingJob",
     "build_app",
+    "check_mask_upload",
     "check_upload",
     "guided",
     "painted_mask",

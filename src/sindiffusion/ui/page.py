@@ -7,7 +7,6 @@ import functools
 import hashlib
 import inspect
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +25,10 @@ from ..model import SinDiffusion
 from .runs import (
     MAX_UPLOAD_MB,
     PREVIEW_SECONDS,
+    OneAtATime,
     RunStore,
     TrainingJob,
+    check_mask_upload,
     check_upload,
 )
 
@@ -104,7 +105,7 @@ def build_app(
     gr.set_static_paths([store.root])
     base = config if config is not None else preset("fast")
     custom = config is not None
-    training = threading.Lock()  # one training at a time: the CPU is the bottleneck
+    training = OneAtATime()
     current: dict[str, TrainingJob] = {}
 
     def with_max_size(max_size: Any) -> Config:
@@ -133,8 +134,7 @@ def build_app(
         else:
             minutes, steps = None, _whole(amount, "steps", 1, 10**6)
         seed = _whole(seed, "the seed", 0, 2**31 - 1)
-        if not training.acquire(blocking=False):
-            raise SinDiffusionError("a training is already running; wait for it or stop it.")
+        training.claim()
         try:
             run_dir = store.new_run(Path(path).name)
             job = TrainingJob(img, cfg, run_dir, steps, minutes, seed, device, preview_seconds)
@@ -446,13 +446,7 @@ def _apps_panel(gr, store: RunStore, device, run, guide_fields, tracker, max_upl
         model, n, seed = common(name, n, seed)
         h, w = model.size
         if path is not None:
-            p = Path(path)
-            if p.stat().st_size > max_upload_mb * 2**20:
-                raise SinDiffusionError(f"{p.name} is larger than {max_upload_mb:g} MB.")
-            try:
-                mask = apps.input_mask(p, (h, w))
-            except SinDiffusionError as e:  # name the file as the user knows it
-                raise SinDiffusionError(str(e).replace(str(p), p.name)) from None
+            mask = check_mask_upload(path, (h, w), max_upload_mb)
         else:
             mask = painted_mask(value, (h, w))
             if mask is None:

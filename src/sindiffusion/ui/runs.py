@@ -16,7 +16,7 @@ import torch
 from ..checkpoint import CHECKPOINT
 from ..config import Config
 from ..errors import SinDiffusionError
-from ..image import IMAGE_KINDS, IMAGE_SUFFIXES, load_image
+from ..image import IMAGE_KINDS, IMAGE_SUFFIXES, load_image, load_mask
 from ..model import SinDiffusion, load
 from ..report import moving_average
 from ..trainer import Trainer
@@ -42,13 +42,17 @@ class RunStore:
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
-        """Run folders that hold a checkpoint, newest first."""
-        runs = [
-            p
-            for p in self.root.iterdir()
-            if p.is_dir() and _RUN_NAME.match(p.name) and (p / CHECKPOINT).is_file()
-        ]
+        """Run folders that hold a checkpoint, newest first. A folder or checkpoint that is a
+        symbolic link is left out: it could lead outside the runs folder."""
+        runs = [p for p in self.root.iterdir() if _RUN_NAME.match(p.name) and self._inside(p)]
         return [p.name for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+    def _inside(self, run: Path) -> bool:
+        """A real run folder of this store: no links on the way, its checkpoint a file."""
+        ckpt = run / CHECKPOINT
+        if run.is_symlink() or ckpt.is_symlink() or not run.is_dir() or not ckpt.is_file():
+            return False
+        return ckpt.resolve().parent == self.root / run.name
 
     def path(self, name: Any) -> Path:
         """The folder of an existing run; any other name is refused."""
@@ -115,7 +119,37 @@ def check_upload(
         raise SinDiffusionError(str(e).replace(str(path), path.name)) from None
 
 
+def check_mask_upload(
+    path: str | os.PathLike, size: tuple[int, int], max_upload_mb: float = MAX_UPLOAD_MB
+) -> torch.Tensor:
+    """An uploaded mask file as (H, W) bool for a run's image of `size` (H, W): at most
+    `max_upload_mb`, and the policy of `image.load_mask`; one-sentence errors that name the
+    file as the user knows it (not the server's cache path)."""
+    path = Path(path)
+    if path.stat().st_size > max_upload_mb * 2**20:
+        raise SinDiffusionError(f"{path.name} is larger than {max_upload_mb:g} MB.")
+    try:
+        return load_mask(path, size)
+    except SinDiffusionError as e:
+        raise SinDiffusionError(str(e).replace(str(path), path.name)) from None
+
+
 # --- training in the background ----------------------------------------------------------------
+class OneAtATime:
+    """Allows one training at a time (the CPU is the bottleneck): `claim()` is refused with a
+    one-sentence error while another is running; `release()` frees it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def claim(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            raise SinDiffusionError("a training is already running; wait for it or stop it.")
+
+    def release(self) -> None:
+        self._lock.release()
+
+
 class TrainingJob:
     """One training run in a background thread: the page polls it and may stop it.
 
