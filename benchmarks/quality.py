@@ -10,8 +10,12 @@ per image, `n.png` beside `n.jpg`) the same way. Writes to the output folder:
 - ``scores/``: one JSON per (method, image), so an interrupted run resumes where it stopped;
 - ``samples/``: our samples as PNGs.
 
-    python benchmarks/quality.py --images 1-7,12-14 --minutes 5
+    python benchmarks/quality.py --split report --minutes 5   # Places50 26-50: what we report
+    python benchmarks/quality.py --split tune --minutes 5     # Places50 1-25: what we tune on
     python benchmarks/quality.py --images 1-2 --steps 20 --k 2 --out bench-out/smoke   # smoke test
+
+The splits (issue #28): settings are chosen on the *tune* images only, and figures meant for
+users come from the *report* images, which no decision ever looked at.
 
 Paths default to the repository root's neighbour ../shared (run it from the repository root).
 """
@@ -56,6 +60,8 @@ from sindiffusion.report import markdown_table, mean_std
 DEFAULT_DATA = "../shared/data/places50"
 DEFAULT_BASELINES = "../shared/data/baselines/places50"
 DEFAULT_COMPARE = ("singan", "gpnn", "gpdm")
+# Places50 halves: settings are tuned on the first, figures reported on the second (issue #28).
+SPLITS = {"tune": "1-25", "report": "26-50"}
 CONTACT_SAMPLES = 3  # our samples per contact-sheet row
 
 # Table columns: (key, header); arrows say which direction is better.
@@ -68,6 +74,7 @@ COLUMNS = (
     ("patch_swd", "patch SWD ↓"),
     ("copy_score", "copy ↓"),
     ("copy_32", "copy 32 ↓"),
+    ("train_steps", "train steps"),
     ("train_minutes", "train min"),
     ("sample_seconds", "s / sample"),
 )
@@ -147,7 +154,7 @@ def format_table(records: dict[str, dict[str, dict]], images: Sequence[str] | No
         chosen = [r for s, r in per_image.items() if images is None or s in images]
         cols = {}
         for key, _ in COLUMNS:
-            vals = [r.get(key) if key.endswith(("minutes", "seconds")) else r["scores"].get(key)
+            vals = [r.get(key) if key.startswith(("train_", "sample_")) else r["scores"].get(key)
                     for r in chosen]  # fmt: skip
             cols[key] = [v for v in vals if v is not None]
         rows.append((name, len(chosen), cols))
@@ -167,7 +174,7 @@ def write_csv(records: dict[str, dict[str, dict]], path: Path) -> None:
     writer.writerow(["method", "image", "n_fakes", *keys])
     for name, per_image in records.items():
         for stem, r in per_image.items():
-            vals = [r.get(k) if k.endswith(("minutes", "seconds")) else r["scores"].get(k)
+            vals = [r.get(k) if k.startswith(("train_", "sample_")) else r["scores"].get(k)
                     for k in keys]  # fmt: skip
             writer.writerow(
                 [name, stem, r.get("n_fakes", "")] + ["" if v is None else f"{v:.6g}" for v in vals]
@@ -283,7 +290,8 @@ def build_methods(args: argparse.Namespace) -> list[Method]:
             path, cache / run_tag / stem, config, minutes, args.steps,
             seed=args.seed, device=args.device, progress=not args.quiet,
         )  # fmt: skip
-        return model, {"train_minutes": ckpt.elapsed / 60, "fingerprint": run_fingerprint(ckpt)}
+        extra = {"train_minutes": ckpt.elapsed / 60, "train_steps": ckpt.step}
+        return model, extra | {"fingerprint": run_fingerprint(ckpt)}
 
     def fingerprint(stem: str) -> str:
         status, ckpt = run_status(cache / run_tag / stem, config, minutes, args.steps)
@@ -368,6 +376,7 @@ def score_method(
         "fingerprint": extra.get("fingerprint"),
         "scores": scores,
         "train_minutes": extra.get("train_minutes"),
+        "train_steps": extra.get("train_steps"),
         "sample_seconds": extra.get("sample_seconds"),
     }
     atomic_write(record_file, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
@@ -378,7 +387,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark with parsed arguments (see `add_arguments`); returns 0."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    numbers = parse_images(args.images) if args.images else None
+    if args.images and args.split:
+        raise SinDiffusionError("give either --images or --split, not both.")
+    numbers = parse_images(args.images or SPLITS[args.split]) if args.images or args.split else None
     files = list_images(Path(args.data), numbers)
     out = Path(args.out)
     methods = build_methods(args)
@@ -420,7 +431,9 @@ def _report(records: dict[str, dict[str, dict]], files: Sequence[Path], args) ->
     stems = [p.stem for p in files]
     budget = _budget_label(args)
     parts = [
-        f"# Quality benchmark: {Path(args.data).name}, images {', '.join(stems)}",
+        f"# Quality benchmark: {Path(args.data).name}"
+        + (f", the {args.split} split" if args.split else "")
+        + f", images {', '.join(stems)}",
         "",
         f"Ours: preset `{args.preset}`, {budget} of training per image, {args.k} samples per "
         f"image at the image's size (seed {args.seed}); torch threads: {torch.get_num_threads()}. "
@@ -488,6 +501,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--images", help="image numbers (file stems), e.g. 1-10 or 1-7,12-14 (default all)"
+    )
+    p.add_argument(
+        "--split",
+        choices=sorted(SPLITS),
+        help="tune: Places50 1-25, where settings are chosen; report: 26-50, where figures "
+        "for users come from (never used for tuning)",
     )
     p.add_argument("--preset", default="fast", help="our preset (default fast)")
     budget = p.add_mutually_exclusive_group()
