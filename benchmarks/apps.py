@@ -44,29 +44,13 @@ import sindiffusion
 from sindiffusion.apps import edit, harmonize, outpaint, paint, regenerate
 from sindiffusion.guidance import ClassScore, GradientGuidance, find_class
 from sindiffusion.image import load_image, make_grid, save_image
-from sindiffusion.metrics import efficientnet_lite0
+from sindiffusion.metrics import efficientnet_lite0, seam_score
 from sindiffusion.metrics.sifid import sifid
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TASKS = ("fill", "class", "sdedit", "harmonize")
 # A class each scene could plausibly show (top-10 of the classifier on the real image).
 TARGETS = {"1": "volcano", "2": "lakeside", "3": "volcano", "7": "valley"}
-
-
-def seam_score(image: torch.Tensor, mask: torch.Tensor) -> float:
-    """Mean squared neighbour difference across the mask's boundary / everywhere else.
-
-    image (3, H, W) in [-1, 1], mask (H, W) bool. About 1 when the boundary is invisible;
-    a seam (an edge along the boundary) raises it.
-    """
-    seam, rest = [], []
-    for dim in (1, 2):  # vertical and horizontal neighbours
-        n = image.shape[dim] - 1
-        d = (image.narrow(dim, 1, n) - image.narrow(dim, 0, n)).pow(2).sum(0)
-        cross = mask.narrow(dim - 1, 1, n) != mask.narrow(dim - 1, 0, n)
-        seam.append(d[cross])
-        rest.append(d[~cross])
-    return (torch.cat(seam).mean() / torch.cat(rest).mean().clamp_min(1e-12)).item()
 
 
 def get_model(path: Path, args):

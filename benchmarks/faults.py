@@ -256,7 +256,7 @@ def _(ws):
         p = _save(ws, f"mode-{mode}.png", Image.fromarray(picture()).convert(mode))
         outcomes.append(expect_done(ws, _train(ws, p, f"new-{mode}"), _trained(ws, f"new-{mode}")))
     ok = all(o.passed for o in outcomes)
-    return Outcome("; ".join(f"{m}: {o.got}" for m, o in zip("LP1", outcomes, strict=True)),
+    return Outcome("; ".join(f"{m}: {o.got}" for m, o in zip(("LA", "P", "1"), outcomes, strict=True)),
                    ok, all(o.intact for o in outcomes))  # fmt: skip
 
 
@@ -756,6 +756,7 @@ def run_cases(cases: list[Case], root: Path | None = None) -> list[tuple[Case, O
                 outcome = c.run(ws)
             except Exception as e:  # noqa: BLE001 - a case that crashes fails, the table goes on
                 outcome = Outcome(f"the case crashed: {type(e).__name__}: {e}"[:150], False)
+            outcome.got = outcome.got.replace(f"{ws.root}/", "")  # the scratch folder's path
             results.append((c, outcome))
             mark = "ok  " if outcome.passed else "FAIL"
             print(f"{mark} {c.group}: {c.name} ({time.perf_counter() - t0:.1f} s)", flush=True)

@@ -29,7 +29,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "checkpoint",
         "distributed",
     ),
-    "2 sampling": ("samplers", "guidance", "layout", "sampling"),
+    "2 sampling": ("samplers", "guidance", "layout", "tiling", "sampling"),
     "3 model, training, applications": ("apps", "model", "trainer", "many"),
     "4 doors": ("cli", "ui", "__init__", "__main__"),
 }

@@ -138,6 +138,8 @@ class SamplingConfig:
     # `autoguidance_sigmas`, D_init the network at its starting weights (`train.init`);
     # 0 = off, and off for runs from random weights
     autoguidance_sigmas: tuple[float, float] = (0.04, 0.15)  # (low, high) sigmas guided
+    tile: bool = False  # seamless: every call sees the canvas wrapped around (`tiling.Tiled`)
+    mirror: str = ""  # symmetric along "x" (left-right), "y" (up-down) or "xy"; "" = free
 
     def __post_init__(self) -> None:
         self.shift = tuple(self.shift)

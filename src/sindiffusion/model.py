@@ -150,6 +150,8 @@ class SinDiffusion:
         candidates: int | None = None,
         renoise: float | None = None,
         autoguidance: float | None = None,
+        tile: bool | None = None,
+        mirror: str | None = None,
         seed: int = 0,
         generator: torch.Generator | None = None,
         guide: Guide | None = None,
@@ -166,7 +168,9 @@ class SinDiffusion:
         (`layout.py`); renoise: a hybrid's layouts are whole closed-form images noised afresh
         to this sigma and finished by the network, 0 = mid-path at `hybrid_sigma`;
         autoguidance: weight of the push away from the run's starting weights (0 = off; an
-        error for a run from random weights). None = the config's (`config.sampling`).
+        error for a run from random weights); tile: a seamless texture (the canvas wraps
+        around); mirror: symmetric along "x", "y" or "xy". None = the config's
+        (`config.sampling`).
         seed or generator: the same seed and arguments give the same images;
         guide: a function wrapping the denoiser, e.g. `guidance.guide(class_name="volcano")`;
         callback(info) after every sampler step; progress: a progress bar.
@@ -178,6 +182,8 @@ class SinDiffusion:
             candidates=candidates,
             renoise=renoise,
             autoguidance=autoguidance,
+            tile=tile,
+            mirror=mirror,
         )
         plan = build_plan(self.parts, opts, guide=guide)
         if generator is None:

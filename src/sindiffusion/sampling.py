@@ -32,9 +32,10 @@ from .guidance import Autoguidance, Denoise, Guide, KnownRegion, clipped
 from .layout import Hybrid, closest, layout_cut, random_shifts, split_sigmas
 from .patch_denoiser import PatchDenoiser
 from .samplers import Sampler, get_sampler, resampled, sample_dpmpp_2m
+from .tiling import MIRRORS, Tiled, mirrored
 
 MAX_PIXELS_PER_BATCH = 1 << 20  # samples are drawn in chunks of about this many pixels
-OVERRIDES = ("steps", "sampler", "candidates", "renoise", "autoguidance")  # per-call options
+OVERRIDES = ("steps", "sampler", "candidates", "renoise", "autoguidance", "tile", "mirror")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ def merged(config: SamplingConfig, **overrides) -> SamplingConfig:
         raise SinDiffusionError(f"renoise must be 0 (off) or a positive sigma, got {opts.renoise}.")
     if not opts.autoguidance >= 0:
         raise SinDiffusionError(f"autoguidance must be 0 (off) or more, got {opts.autoguidance}.")
+    if opts.mirror not in MIRRORS:
+        raise SinDiffusionError(f"mirror is {opts.mirror!r}; use x, y or xy (or nothing).")
     lo, hi = opts.autoguidance_sigmas
     if opts.autoguidance and not 0 <= lo <= hi:
         raise SinDiffusionError(
@@ -144,11 +147,16 @@ def network_denoiser(parts: Parts, opts: SamplingConfig) -> Denoise | None:
 def base_denoiser(parts: Parts, opts: SamplingConfig) -> Denoise:
     """The model's denoiser for these settings, before guidance and clipping: the network
     (`network_denoiser`), routed through the layout stage for a hybrid; the patch denoiser
-    alone in zero-training mode."""
+    alone in zero-training mode; tiled and mirrored when asked (`shaped`)."""
     network = network_denoiser(parts, opts)
     if parts.hybrid:
-        return Hybrid(network, parts.patch, opts.hybrid_sigma)
-    return network if network is not None else parts.patch
+        return shaped(Hybrid(network, parts.patch, opts.hybrid_sigma), opts)
+    return shaped(network if network is not None else parts.patch, opts)
+
+
+def shaped(denoiser: Denoise, opts: SamplingConfig) -> Denoise:
+    """`denoiser` seamless (`opts.tile`) and symmetric (`opts.mirror`), or as it is."""
+    return mirrored(Tiled(denoiser) if opts.tile else denoiser, opts.mirror)
 
 
 def build_plan(
@@ -192,8 +200,8 @@ def build_plan(
         lowest = sigma_range(parts.diffusion, opts.sigma_min, opts.sigma_max)[0]
         low = karras_sigmas(below, lowest, opts.renoise)
         stages = [
-            stage(wrap(parts.patch), high.to(parts.device), sample_dpmpp_2m),
-            stage(wrap(network_denoiser(parts, opts)), low.to(parts.device)),
+            stage(wrap(shaped(parts.patch, opts)), high.to(parts.device), sample_dpmpp_2m),
+            stage(wrap(shaped(network_denoiser(parts, opts), opts)), low.to(parts.device)),
         ]
         return Plan(stages, renoise=True, **common)
     den = wrap(base_denoiser(parts, opts))

@@ -465,7 +465,8 @@ def train(
             raise SinDiffusionError(f"nothing to resume in {out}; train without --resume first.")
         resume_ckpt = load_checkpoint(out)
         cfg = _resumed_config(resume_ckpt.config, preset, config, max_size)
-        img, given = resume_ckpt.image, _training_image(image, cfg)
+        img = resume_ckpt.image
+        given = _training_image(image, cfg, like=tuple(img.shape[-2:]))
         if given.shape != img.shape or not torch.equal(to_uint8(given), to_uint8(img)):
             raise SinDiffusionError(
                 f"{_name(image)} is not the image this run was trained on; resume with that "
@@ -486,12 +487,20 @@ def train(
     return SinDiffusion.from_checkpoint(trainer.checkpoint(), device=trainer.device)
 
 
-def _training_image(image: str | os.PathLike | torch.Tensor, config: Config) -> torch.Tensor:
-    """The training image (3, H, W) in [-1, 1] as `config` trains it (a tensor is used as
-    given, quantised to 8 bits; a file is resized to train.max_size and the network's stride)."""
+def _training_image(
+    image: str | os.PathLike | torch.Tensor, config: Config, like: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """The training image (3, H, W) in [-1, 1] as `config` trains it: a tensor as given
+    (quantised to 8 bits), a file with its long side reduced to train.max_size. Its sides
+    need not be multiples of the network's stride (`random_batch` rounds each rescaled copy),
+    so samples default to the image's own size. `like`: the (H, W) of a run being resumed;
+    runs before 0.2 rounded the sides down to the stride, and are read that way."""
     if isinstance(image, torch.Tensor):
         return check_image_tensor(image)
-    return load_image(image, max_size=config.train.max_size, multiple=stride(config.model))
+    img = load_image(image, max_size=config.train.max_size)
+    if like is not None and tuple(img.shape[-2:]) != like:
+        img = load_image(image, max_size=config.train.max_size, multiple=stride(config.model))
+    return img
 
 
 # Train settings that a resumed run may change: they decide when to stop, save and preview.

@@ -1,7 +1,8 @@
 """Applications of a single-image model, all built on one sampling call (`sampling.py`).
 
 - `outpaint`, `inpaint`: regenerate a masked region, keeping the rest (`apps.outpaint`);
-- `sdedit`, `paint`, `harmonize`, `edit`: noise an input part-way, denoise (`apps.sdedit`).
+- `sdedit`, `paint`, `harmonize`, `edit`, `retarget`, `analogy`: noise an input part-way,
+  denoise (`apps.sdedit`).
 
 Each takes a model (`SinDiffusion`, trained or zero-training) and the sampling options of
 `SinDiffusion.sample` (sampler, steps, candidates, renoise, autoguidance, guide, seed, ...).
@@ -17,10 +18,11 @@ from .outpaint import (
     parse_extend,
     regenerate,
 )
-from .sdedit import edit, harmonize, paint, sdedit
+from .sdedit import analogy, edit, harmonize, paint, retarget, sdedit
 
 __all__ = [
     "ANCHORS",
+    "analogy",
     "edit",
     "harmonize",
     "inpaint",
@@ -31,5 +33,6 @@ __all__ = [
     "paint",
     "parse_extend",
     "regenerate",
+    "retarget",
     "sdedit",
 ]

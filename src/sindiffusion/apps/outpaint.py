@@ -51,6 +51,8 @@ def regenerate(
     candidates: int = 1,
     renoise: float = 0.0,
     autoguidance: float | None = None,
+    tile: bool | None = None,
+    mirror: str | None = None,
     seed: int = 0,
     generator: torch.Generator | None = None,
     guide: Guide | None = None,
@@ -66,7 +68,7 @@ def regenerate(
     image (3, H, W) in [-1, 1], any size (the network is fully convolutional);
     mask (H, W) bool, True = regenerate; None = the whole image (plain SDEdit);
     strength in (0, 1]: where on the sampler's schedule to start (1 = from pure noise);
-    steps, sampler, candidates, renoise, autoguidance, guide: as `SinDiffusion.sample`, but
+    steps, sampler, candidates, renoise, autoguidance, tile, mirror, guide: as `sample`, but
     one layout per result by default (`candidates=1`, no renoise, no random layout shift):
     the kept region already pins the layout;
     resample, jump: RePaint resampling, each `jump` steps run `resample` times (1 = off);
@@ -92,6 +94,8 @@ def regenerate(
         candidates=candidates,
         renoise=renoise,
         autoguidance=autoguidance,
+        tile=tile,
+        mirror=mirror,
     )
     opts.shift = (0.0, 0.0)
     dev = model.device

@@ -1,4 +1,5 @@
-"""The SDEdit family (Meng et al. 2022): paint-to-image, harmonization, editing.
+"""The SDEdit family (Meng et al. 2022): paint-to-image, harmonization, editing, retargeting
+and structural analogy.
 
 One mechanism: noise the input to the level sigma(t0) given by `strength` (a position on the
 sampler's own schedule: 1 = pure noise, 0.5 = half-way down), then denoise it with the
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..image import check_image_tensor, check_size, load_image, resize
 from .outpaint import input_image, input_mask, regenerate
 
 if TYPE_CHECKING:
@@ -58,3 +60,43 @@ def edit(model: SinDiffusion, image, mask=None, strength: float = 0.5, **kwargs)
     """Editing: a hand-edited image (cut / pasted regions) is made seamless again; with a mask,
     only the edited region (white) changes."""
     return sdedit(model, image, strength=strength, mask=mask, **kwargs)
+
+
+def retarget(
+    model: SinDiffusion,
+    size: tuple[int, int],
+    strength: float = 0.6,
+    image: torch.Tensor | str | os.PathLike | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """Retargeting: the image (default the training image) resized to `size` (H, W) and
+    noised to `strength`, then denoised by the model: the scene keeps its structure (a beach
+    made twice as wide keeps its horizon) while the model redraws the stretched patches as
+    the image's own. The patch denoiser's position prior is in fractions of the canvas, so it
+    stretches with it. Returns (n, 3, H, W) in [-1, 1]; keyword arguments as `regenerate`."""
+    img = input_image(model, image)
+    target = check_size(size, what="the retargeted size")
+    stretched = resize(img, target, mode="bicubic").clamp(-1, 1)
+    return regenerate(model, stretched, None, strength=strength, **kwargs)
+
+
+def analogy(
+    layout: torch.Tensor | str | os.PathLike,
+    texture: SinDiffusion | torch.Tensor | str | os.PathLike,
+    strength: float = 0.7,
+    max_size: int = 250,
+    **kwargs,
+) -> torch.Tensor:
+    """Structural analogy: the layout of one image painted with the patches of another. The
+    `layout` image (a file or (3, H, W) in [-1, 1], used at its size, long side at most
+    `max_size`) is noised to `strength` and denoised by a model of the `texture` image: a
+    trained run, or, given an image, its zero-training model (the closed-form denoiser over
+    its patches). Returns (n, 3, H, W) in [-1, 1]; keyword arguments as `regenerate`."""
+    from ..model import SinDiffusion, zero_training
+
+    model = texture if isinstance(texture, SinDiffusion) else zero_training(texture, max_size)
+    if isinstance(layout, torch.Tensor):
+        img = check_image_tensor(layout, what="the layout image")
+    else:
+        img = load_image(layout, max_size=max_size)
+    return regenerate(model, img, None, strength=strength, **kwargs)

@@ -10,6 +10,7 @@ from pathlib import Path
 from .. import apps
 from ..errors import SinDiffusionError
 from ..image import load_image, parse_size, save_image, write_samples
+from ..model import load, zero_training
 from .options import (
     add_model_source,
     add_sampling,
@@ -25,7 +26,7 @@ SDEDIT = {
     "harmonize": (0.4, True, "blend a pasted object (white in --mask) into the image"),
     "edit": (0.5, False, "make a hand-edited image seamless again"),
 }
-APP_COMMANDS = ("outpaint", "inpaint", *SDEDIT)
+APP_COMMANDS = ("outpaint", "inpaint", *SDEDIT, "retarget", "analogy")
 
 
 def add_parsers(sub) -> None:
@@ -64,6 +65,34 @@ def add_parsers(sub) -> None:
             )
         _resampling(p, default=1)
 
+    p = sub.add_parser("retarget", help="resize a scene, keeping its structure")
+    _common(p)
+    p.add_argument("--size", required=True, help="the new size WIDTHxHEIGHT, e.g. 500x188")
+    _strength(p, 0.6)
+    _resampling(p, default=1)
+
+    p = sub.add_parser("analogy", help="the layout of one image in the patches of another")
+    p.add_argument("layout", help="the image whose layout is kept")
+    p.add_argument(
+        "texture", help="the image (or a run folder trained on it) whose patches paint it"
+    )
+    p.add_argument("--out", required=True, help="output folder for PNGs and grid.png")
+    _strength(p, 0.7)
+    p.add_argument(
+        "--max-size", type=positive_int, default=250, help="long side of both images (250)"
+    )
+    add_sampling(p, what="results")
+    _resampling(p, default=1)
+
+
+def _strength(p: argparse.ArgumentParser, default: float) -> None:
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=default,
+        help=f"noise level t0 in (0, 1]: how far the result may move (default {default})",
+    )
+
 
 def _common(p: argparse.ArgumentParser, image_required: bool = False) -> None:
     add_model_source(p)
@@ -95,6 +124,8 @@ def _resampling(p: argparse.ArgumentParser, default: int = 2) -> None:
 
 def cmd_app(args: argparse.Namespace) -> int:
     """Run one application; writes DIR/NAME-NNN.png, DIR/grid.png and DIR/input.png."""
+    if args.command == "analogy":
+        return _analogy(args)
     model = open_model(args)
     image = load_image(args.image) if args.image else model.image.float().cpu()
     kwargs = dict(
@@ -118,6 +149,10 @@ def cmd_app(args: argparse.Namespace) -> int:
     elif name == "inpaint":
         shown = image
         images = apps.inpaint(model, args.mask, image, **kwargs)
+    elif name == "retarget":
+        shown = image
+        size = parse_size(args.size)
+        images = apps.retarget(model, size, strength=args.strength, image=image, **kwargs)
     else:
         shown = image
         mask = getattr(args, "mask", None)
@@ -126,6 +161,30 @@ def cmd_app(args: argparse.Namespace) -> int:
     out = Path(args.out)
     save_image(shown, out / "input.png")
     grid = write_samples(images, out, prefix=name)
+    h, w = images.shape[-2:]
+    print(f"wrote {len(images)} results of {w}x{h} px to {out} in {dt:.1f} s; grid: {grid}")
+    return 0
+
+
+def _analogy(args: argparse.Namespace) -> int:
+    """`analogy LAYOUT TEXTURE`: TEXTURE is a run folder, or an image (its zero-training model)."""
+    texture = Path(args.texture)
+    is_run = texture.is_dir() or texture.suffix == ".safetensors"
+    model = (
+        load(texture, args.device)
+        if is_run
+        else zero_training(texture, max_size=args.max_size, device=args.device)
+    )
+    t0 = time.perf_counter()
+    images = apps.analogy(
+        args.layout, model, strength=args.strength, max_size=args.max_size, n=args.n,
+        guide=guidance(args, model), resample=args.resample, jump=args.jump, progress=True,
+        **sampling_kwargs(args),
+    )  # fmt: skip
+    dt = time.perf_counter() - t0
+    out = Path(args.out)
+    save_image(load_image(args.layout, max_size=args.max_size), out / "input.png")
+    grid = write_samples(images, out, prefix="analogy")
     h, w = images.shape[-2:]
     print(f"wrote {len(images)} results of {w}x{h} px to {out} in {dt:.1f} s; grid: {grid}")
     return 0

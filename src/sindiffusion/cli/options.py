@@ -104,6 +104,15 @@ def add_sampling(p: argparse.ArgumentParser, what: str = "samples") -> None:
         help="weight of the push away from the run's starting weights at low noise levels; "
         "0 turns it off and saves a network pass per guided level (default: the run's)",
     )
+    g.add_argument(
+        "--tile",
+        action="store_true",
+        default=None,
+        help="a seamless texture: the canvas wraps around",
+    )
+    g.add_argument(
+        "--mirror", choices=("x", "y", "xy"), help="symmetric left-right (x), up-down (y) or both"
+    )
     add_device(g)
     add_guidance(p)
 
@@ -186,6 +195,8 @@ def sampling_kwargs(args: argparse.Namespace) -> dict:
         "candidates": args.candidates,
         "renoise": args.renoise,
         "autoguidance": args.autoguidance,
+        "tile": args.tile,
+        "mirror": args.mirror,
     }
     return {k: v for k, v in kwargs.items() if v is not None}
 

@@ -2,7 +2,7 @@
 
 `score(real, fakes)` computes them all; the modules hold the pieces: `backbones`
 (EfficientNet-Lite0, InceptionV3 stem), `sifid` (per-fake SIFID: `sifid.sifid`), `diversity`,
-`patches`, `evaluate` (`score`).
+`patches`, `structure` (seams, edge correlation), `evaluate` (`score`).
 """
 
 from sindiffusion.metrics.backbones import (
@@ -15,12 +15,14 @@ from sindiffusion.metrics.diversity import lpips_e, pixel_diversity
 from sindiffusion.metrics.evaluate import METRICS, match_sizes, score
 from sindiffusion.metrics.patches import copy_fraction, copy_score, patch_nn_distance, patch_swd
 from sindiffusion.metrics.sifid import frechet_distance
+from sindiffusion.metrics.structure import edge_correlation, seam_score, tile_seam_score
 
 __all__ = [
     "METRICS",
     "InceptionWeightsMissing",
     "copy_fraction",
     "copy_score",
+    "edge_correlation",
     "efficientnet_lite0",
     "frechet_distance",
     "imagenet_classes",
@@ -31,4 +33,6 @@ __all__ = [
     "patch_swd",
     "pixel_diversity",
     "score",
+    "seam_score",
+    "tile_seam_score",
 ]

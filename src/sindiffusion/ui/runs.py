@@ -20,7 +20,6 @@ from ..image import IMAGE_KINDS, IMAGE_SUFFIXES, load_image, load_mask
 from ..model import SinDiffusion, load
 from ..report import moving_average
 from ..trainer import Trainer
-from ..unet import stride
 
 MAX_UPLOAD_MB = 20  # default upload limit; larger files are refused before they reach the disk
 MAX_PIXELS = 50_000_000  # an upload is refused above this many pixels (decompression bombs)
@@ -114,7 +113,7 @@ def check_upload(
             f"{path.name} has {pixels / 1e6:.0f} megapixels; upload at most {MAX_PIXELS // 10**6}."
         )
     try:
-        return load_image(path, max_size=config.train.max_size, multiple=stride(config.model))
+        return load_image(path, max_size=config.train.max_size)
     except SinDiffusionError as e:  # the message names the cache path; the user knows the name
         raise SinDiffusionError(str(e).replace(str(path), path.name)) from None
 

@@ -1,0 +1,126 @@
+"""Beyond the paper's applications (issue #30): seamless tiles, mirror symmetry, retargeting
+and structural analogy, with the trained and the zero-training model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import natural_like, natural_tensor, tiny_config
+from PIL import Image
+
+import sindiffusion
+from sindiffusion import apps
+from sindiffusion.cli import main
+from sindiffusion.errors import SinDiffusionError
+from sindiffusion.metrics import edge_correlation, tile_seam_score
+from sindiffusion.tiling import Mirrored, Tiled
+
+
+@pytest.fixture(scope="module")
+def hybrid():
+    cfg = tiny_config()
+    cfg.sampling.hybrid_sigma, cfg.sampling.sampler, cfg.sampling.steps = 0.7, "heun", 4
+    image = natural_tensor(32, 48)
+    return sindiffusion.train(image, config=cfg, steps=20, progress=False, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def zero():
+    return sindiffusion.zero_training(natural_tensor(32, 48, seed=3), steps=8)
+
+
+def test_the_tiled_wrapper_shows_the_denoiser_a_wrapped_canvas():
+    seen = []
+
+    def den(x, sigma):
+        seen.append(x)
+        return x * 2
+
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    out = Tiled(den, pad=2)(x, 1.0)
+    assert torch.equal(out, 2 * x)  # cropped back to the canvas
+    wrapped = seen[0]
+    assert wrapped.shape == (2, 3, 8, 9)
+    assert torch.equal(wrapped[..., 2:6, :2], x[..., :, -2:])  # left pad = the right edge
+    assert Tiled(den, pad=64)(x, 1.0).shape == x.shape  # pad clamped to the canvas
+
+
+def test_the_mirrored_wrapper_averages_the_estimate_with_its_flip():
+    def den(x, sigma):  # not symmetric at all: a ramp to the right
+        return x + torch.linspace(0, 1, x.shape[-1])
+
+    x = torch.zeros(1, 3, 4, 6)
+    out = Mirrored(den, "x")(x, 1.0)
+    assert torch.equal(out, out.flip(-1)) and torch.allclose(out, torch.full_like(out, 0.5))
+
+
+def test_tiled_samples_meet_themselves_without_a_seam(zero):
+    # The image's own gradients (sky above, darker below) make a seam when laid 2 x 2.
+    plain = zero.sample(n=3, seed=0)
+    tiled = zero.sample(n=3, seed=0, tile=True)
+    assert tiled.shape == plain.shape and torch.isfinite(tiled).all()
+    seams = [tile_seam_score(x) for x in tiled]
+    free = [tile_seam_score(x) for x in plain]
+    assert max(seams) < 2 and min(free) > 3, (seams, free)
+
+
+def test_tiled_hybrid_samples_have_no_seam(hybrid):
+    seams = [tile_seam_score(x) for x in hybrid.sample(n=2, seed=0, tile=True)]
+    assert max(seams) < 1.6, seams
+
+
+@pytest.mark.parametrize("axes, sampler", [("x", "heun"), ("y", "ddpm"), ("xy", "dpmpp_2m")])
+def test_mirrored_samples_are_symmetric(hybrid, axes, sampler):
+    x = hybrid.sample(n=1, seed=1, mirror=axes, sampler=sampler)[0]
+    for axis, dim in (("x", -1), ("y", -2)):
+        gap = (x - x.flip(dim)).abs().max()
+        assert (gap < 1e-4) if axis in axes else (gap > 0.05)
+
+
+def test_bad_mirror_is_a_one_line_error(zero):
+    with pytest.raises(SinDiffusionError, match="mirror is 'z'"):
+        zero.sample(n=1, mirror="z")
+
+
+def test_retargeting_keeps_the_scene_where_a_fresh_sample_does_not(hybrid):
+    size = (32, 96)  # twice as wide
+    stretched = torch.nn.functional.interpolate(hybrid.image[None], size, mode="bicubic")[0]
+    kept = apps.retarget(hybrid, size, strength=0.5, n=2, seed=0)
+    fresh = hybrid.sample(n=2, size=size, seed=0)
+    assert kept.shape == (2, 3, *size)
+    keep = [edge_correlation(x, stretched) for x in kept]
+    new = [edge_correlation(x, stretched) for x in fresh]
+    assert min(keep) > 0.3 and max(new) < 0.2, (keep, new)  # the tiny net adds noise-like detail
+    assert torch.equal(kept, apps.retarget(hybrid, size, strength=0.5, n=2, seed=0))
+    with pytest.raises(SinDiffusionError, match="out of range"):
+        apps.retarget(hybrid, (8, 96))
+
+
+def test_analogy_paints_one_layout_with_another_images_patches(zero):
+    layout = torch.full((3, 32, 48), -0.6)
+    layout[:, 8:24, 12:36] = 0.6  # a bright box on a dark ground: A's structure
+    out = apps.analogy(layout, zero, strength=0.3, n=2, seed=0)
+    assert out.shape == (2, 3, 32, 48)
+    assert min(edge_correlation(x, layout) for x in out) > 0.25  # the box's edges are kept
+    # ... drawn in B's colours: closer to the texture image's mean colour than A's is.
+    b, a = zero.image.mean((1, 2)), layout.mean((1, 2))
+    assert (out.mean((0, 2, 3)) - b).abs().sum() < 0.5 * (a - b).abs().sum()
+
+
+def test_cli_retarget_analogy_tile_and_mirror(hybrid, tmp_path):
+    run = tmp_path / "run"
+    hybrid.save(run)
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(natural_like(32, 48, seed=1)).save(a)
+    Image.fromarray(natural_like(32, 48, seed=2)).save(b)
+    fast = ["--n", "1", "--steps", "3", "--device", "cpu"]
+    assert main(["retarget", str(run), "--size", "80x32", "--out", str(tmp_path / "r"), *fast]) == 0
+    assert Image.open(tmp_path / "r" / "retarget-000.png").size == (80, 32)
+    assert main(["analogy", str(a), str(b), "--out", str(tmp_path / "an"), *fast]) == 0
+    assert Image.open(tmp_path / "an" / "analogy-000.png").size == (48, 32)
+    assert main(["analogy", str(a), str(run), "--out", str(tmp_path / "ar"), *fast]) == 0
+    args = ["sample", str(run), "--out", str(tmp_path / "t"), "--tile", "--mirror", "x", *fast]
+    assert main(args) == 0
+    x = np.asarray(Image.open(tmp_path / "t" / "sample-000.png"), dtype=float)
+    assert np.abs(x - x[:, ::-1]).max() <= 1  # symmetric up to 8-bit rounding
