@@ -108,6 +108,18 @@ def test_analogy_paints_one_layout_with_another_images_patches(zero):
     assert (out.mean((0, 2, 3)) - b).abs().sum() < 0.5 * (a - b).abs().sum()
 
 
+def test_upscaling_keeps_the_input_when_shrunk_back_and_draws_detail(zero):
+    small = zero.image
+    big = apps.upscale(zero, 2, n=2, seed=0, strength=0.6)
+    assert big.shape == (2, 3, 64, 96)
+    shrunk = torch.nn.functional.interpolate(big, size=(32, 48), mode="area")
+    assert (shrunk - small).abs().mean() < 0.01  # the coarse content is the input's
+    bicubic = torch.nn.functional.interpolate(small[None], (64, 96), mode="bicubic")
+    assert (big - bicubic).abs().mean() > 0.02  # and the detail is the model's
+    with pytest.raises(SinDiffusionError, match="factor is 0.5"):
+        apps.upscale(zero, 0.5)
+
+
 def test_cli_retarget_analogy_tile_and_mirror(hybrid, tmp_path):
     run = tmp_path / "run"
     hybrid.save(run)
@@ -117,6 +129,8 @@ def test_cli_retarget_analogy_tile_and_mirror(hybrid, tmp_path):
     fast = ["--n", "1", "--steps", "3", "--device", "cpu"]
     assert main(["retarget", str(run), "--size", "80x32", "--out", str(tmp_path / "r"), *fast]) == 0
     assert Image.open(tmp_path / "r" / "retarget-000.png").size == (80, 32)
+    assert main(["upscale", str(run), "--factor", "1.5", "--out", str(tmp_path / "u"), *fast]) == 0
+    assert Image.open(tmp_path / "u" / "upscale-000.png").size == (72, 48)
     assert main(["analogy", str(a), str(b), "--out", str(tmp_path / "an"), *fast]) == 0
     assert Image.open(tmp_path / "an" / "analogy-000.png").size == (48, 32)
     assert main(["analogy", str(a), str(run), "--out", str(tmp_path / "ar"), *fast]) == 0

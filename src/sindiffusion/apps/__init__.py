@@ -1,8 +1,8 @@
 """Applications of a single-image model, all built on one sampling call (`sampling.py`).
 
 - `outpaint`, `inpaint`: regenerate a masked region, keeping the rest (`apps.outpaint`);
-- `sdedit`, `paint`, `harmonize`, `edit`, `retarget`, `analogy`: noise an input part-way,
-  denoise (`apps.sdedit`).
+- `sdedit`, `paint`, `harmonize`, `edit`, `retarget`, `analogy`, `upscale`: noise an input
+  part-way, denoise (`apps.sdedit`).
 
 Each takes a model (`SinDiffusion`, trained or zero-training) and the sampling options of
 `SinDiffusion.sample` (sampler, steps, candidates, renoise, autoguidance, guide, seed, ...).
@@ -18,7 +18,7 @@ from .outpaint import (
     parse_extend,
     regenerate,
 )
-from .sdedit import analogy, edit, harmonize, paint, retarget, sdedit
+from .sdedit import analogy, edit, harmonize, paint, retarget, sdedit, upscale
 
 __all__ = [
     "ANCHORS",
@@ -35,4 +35,5 @@ __all__ = [
     "regenerate",
     "retarget",
     "sdedit",
+    "upscale",
 ]

@@ -1,5 +1,5 @@
-"""The SDEdit family (Meng et al. 2022): paint-to-image, harmonization, editing, retargeting
-and structural analogy.
+"""The SDEdit family (Meng et al. 2022): paint-to-image, harmonization, editing, retargeting,
+structural analogy and super-resolution.
 
 One mechanism: noise the input to the level sigma(t0) given by `strength` (a position on the
 sampler's own schedule: 1 = pure noise, 0.5 = half-way down), then denoise it with the
@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..errors import SinDiffusionError
+from ..guidance import CoarseContent
 from ..image import check_image_tensor, check_size, load_image, resize
 from .outpaint import input_image, input_mask, regenerate
 
@@ -100,3 +102,31 @@ def analogy(
     else:
         img = load_image(layout, max_size=max_size)
     return regenerate(model, img, None, strength=strength, **kwargs)
+
+
+def upscale(
+    model: SinDiffusion,
+    factor: float = 2.0,
+    image: torch.Tensor | str | os.PathLike | None = None,
+    strength: float = 0.6,
+    **kwargs,
+) -> torch.Tensor:
+    """Super-resolution from the image's own patches: the image (default the training image)
+    enlarged `factor` times (bicubic), noised to `strength` and denoised with its coarse
+    content held (`guidance.CoarseContent`: every estimate, shrunk back by `factor`, is the
+    input), so the model only draws the detail the enlargement lacks, with the patches it
+    learned. Returns (n, 3, factor H, factor W) in [-1, 1]; keyword arguments as
+    `regenerate` (a `guide` is applied over the constraint)."""
+    if not 1 < factor <= 8:
+        raise SinDiffusionError(f"factor is {factor:g}; give an enlargement between 1 and 8.")
+    img = input_image(model, image)
+    h, w = img.shape[-2:]
+    size = check_size((round(h * factor), round(w * factor)), what="the enlarged size")
+    enlarged = resize(img, size, mode="bicubic").clamp(-1, 1)
+    user = kwargs.pop("guide", None)
+
+    def held(den):
+        den = CoarseContent(den, img.to(model.device))
+        return user(den) if user is not None else den
+
+    return regenerate(model, enlarged, None, strength=strength, guide=held, **kwargs)

@@ -26,7 +26,7 @@ SDEDIT = {
     "harmonize": (0.4, True, "blend a pasted object (white in --mask) into the image"),
     "edit": (0.5, False, "make a hand-edited image seamless again"),
 }
-APP_COMMANDS = ("outpaint", "inpaint", *SDEDIT, "retarget", "analogy")
+APP_COMMANDS = ("outpaint", "inpaint", *SDEDIT, "retarget", "upscale", "analogy")
 
 
 def add_parsers(sub) -> None:
@@ -68,6 +68,12 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("retarget", help="resize a scene, keeping its structure")
     _common(p)
     p.add_argument("--size", required=True, help="the new size WIDTHxHEIGHT, e.g. 500x188")
+    _strength(p, 0.6)
+    _resampling(p, default=1)
+
+    p = sub.add_parser("upscale", help="super-resolution from the image's own patches")
+    _common(p)
+    p.add_argument("--factor", type=float, default=2.0, help="enlargement (default 2)")
     _strength(p, 0.6)
     _resampling(p, default=1)
 
@@ -153,6 +159,9 @@ def cmd_app(args: argparse.Namespace) -> int:
         shown = image
         size = parse_size(args.size)
         images = apps.retarget(model, size, strength=args.strength, image=image, **kwargs)
+    elif name == "upscale":
+        shown = image
+        images = apps.upscale(model, args.factor, image, strength=args.strength, **kwargs)
     else:
         shown = image
         mask = getattr(args, "mask", None)
