@@ -138,3 +138,39 @@ def test_cli_retarget_analogy_tile_and_mirror(hybrid, tmp_path):
     assert main(args) == 0
     x = np.asarray(Image.open(tmp_path / "t" / "sample-000.png"), dtype=float)
     assert np.abs(x - x[:, ::-1]).max() <= 1  # symmetric up to 8-bit rounding
+
+
+@pytest.mark.parametrize("which", ["hybrid", "zero"])
+def test_animation_frames_move_smoothly_and_loop(which, request):
+    from sindiffusion.metrics import flicker, frame_change
+
+    model = request.getfixturevalue(which)
+    frames = apps.animate(model, frames=12, keyframes=3, seed=0, sampler="dpmpp_2m", steps=6)
+    assert frames.shape == (12, 3, 32, 48)
+    assert torch.equal(frames, apps.animate(model, 12, 3, seed=0, sampler="dpmpp_2m", steps=6))
+    independent = model.sample(n=12, seed=0, sampler="dpmpp_2m", steps=6, candidates=1)
+    assert frame_change(frames) < 0.6 * frame_change(independent)  # a walk, not a slideshow
+    if which == "hybrid":  # the network draws the detail smoothly; the closed form flickers
+        assert flicker(frames) < 1.2 < flicker(independent), (flicker(frames), flicker(independent))
+    with pytest.raises(SinDiffusionError, match="would flicker"):
+        apps.animate(model, frames=4, keyframes=2, sampler="ddpm")
+
+
+def test_cli_animate_writes_a_gif(hybrid, tmp_path, capsys):
+    run = tmp_path / "run"
+    hybrid.save(run)
+    out = tmp_path / "clip.gif"
+    argv = ["animate", str(run), "--frames", "6", "--keyframes", "2", "--out", str(out)]
+    assert main([*argv, "--steps", "3", "--sampler", "heun", "--device", "cpu"]) == 0
+    gif = Image.open(out)
+    assert gif.n_frames == 6 and gif.size == (48, 32)
+    assert "flicker" in capsys.readouterr().out
+    assert main([*argv[:-1], str(tmp_path / "clip.avi")]) == 2
+
+
+def test_write_video_mp4(tmp_path):
+    iio = pytest.importorskip("imageio.v3")
+    frames = torch.rand(5, 3, 32, 48) * 2 - 1
+    path = apps.write_video(frames, tmp_path / "clip.mp4", fps=10)
+    back = iio.imread(path)
+    assert back.shape == (5, 32, 48, 3)

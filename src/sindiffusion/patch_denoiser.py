@@ -93,13 +93,16 @@ def patch_config(**knobs) -> PatchConfig:
 
 
 class PatchDenoiser(nn.Module):
-    """`denoiser(x, sigma, shift=None) -> x0_hat` from the patches of one image, no training.
+    """`denoiser(x, sigma, shift=None, grid_seed=None) -> x0_hat` from one image's patches.
 
     image: the reference (3, H, W) in [-1, 1]; config: a `PatchConfig`, or its fields as
     keyword knobs. Call with x (N, 3, h, w) = x0 + sigma * noise, any h, w >= patch_size, and
     sigma a float or (N,); returns x0_hat (N, 3, h, w) float32. `shift` (N, 2): row i prefers
     reference patches from `shift[i]` (y, x, in image sides) away from its own position, so a
     sample's whole layout moves with its shift (no effect without a position prior).
+    `grid_seed` (N,) int64: row i's per-call randomness (the patch grid's offset, dropout)
+    comes from grid_seed[i] and sigma instead of from x, so nearby inputs (the frames of an
+    animation) get the same grid and change smoothly.
     `sampling_sigmas(steps)`, `sigma_min` and `sigma_max` give its own schedule.
     """
 
@@ -158,19 +161,26 @@ class PatchDenoiser(nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, x: torch.Tensor, sigma: torch.Tensor | float, shift: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor | float,
+        shift: torch.Tensor | None = None,
+        grid_seed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(x.shape[0])
         assert shift is None or len(shift) == x.shape[0], (len(shift), x.shape)
         out = torch.empty_like(x, dtype=torch.float32)
         for i in range(x.shape[0]):
-            out[i] = self._denoise_one(
-                x[i].float(), float(sigma[i]), None if shift is None else shift[i]
-            )
+            x_i, sigma_i = x[i].float(), float(sigma[i])
+            if grid_seed is None:
+                seed = _call_seed(self.cfg.seed, sigma_i, x_i)
+            else:
+                seed = _call_seed(self.cfg.seed, sigma_i, grid_seed[i])
+            out[i] = self._denoise_one(x_i, sigma_i, seed, None if shift is None else shift[i])
         return out
 
     def _denoise_one(
-        self, x: torch.Tensor, sigma: float, shift: torch.Tensor | None = None
+        self, x: torch.Tensor, sigma: float, seed: int, shift: torch.Tensor | None = None
     ) -> torch.Tensor:
         h, w = x.shape[-2:]
         lev = self.levels[self.level_of(sigma)]
@@ -180,7 +190,7 @@ class PatchDenoiser(nn.Module):
         size = tuple(max(p, side) for side in _scaled((h, w), lev.factor))
         xs = resize(x, size)
         s = max(sigma, self.cfg.sigma_floor) * lev.gain
-        x0 = self._denoise_patches(xs, s, lev, _call_seed(self.cfg.seed, sigma, x), shift)
+        x0 = self._denoise_patches(xs, s, lev, seed, shift)
         return resize(x0, (h, w))
 
     def _denoise_patches(
@@ -298,7 +308,8 @@ def _scaled(size: tuple[int, int], factor: float) -> tuple[int, int]:
 
 
 def _call_seed(seed: int, sigma: float, x: torch.Tensor) -> int:
-    """A seed from the knob seed, sigma and a coarse fingerprint of x: reproducible per call."""
+    """A seed from the knob seed, sigma and a coarse fingerprint of x: reproducible per call.
+    A one-element x (a row's `grid_seed`) is its own fingerprint."""
     flat = x.flatten()
     probe = (flat[:: max(1, flat.numel() // 256)] * 1000).round().to(torch.int64)
     key = f"{seed}:{sigma:.8e}:{int(probe.sum())}:{tuple(x.shape)}".encode()

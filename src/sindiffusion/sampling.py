@@ -230,11 +230,16 @@ def run(
     callback: Callable[[dict], None] | None = None,
     progress: bool = False,
     max_pixels: int | None = MAX_PIXELS_PER_BATCH,
+    noise: torch.Tensor | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Draw `n` results of `size` (h, w) with `plan`; returns (n, 3, h, w) in [-1, 1] on the CPU.
 
     start: None draws from pure noise (x = sigma_0 * noise); an image (3, h, w) in [-1, 1]
     starts from it noised to the first level (x = start + sigma_0 * noise, SDEdit).
+    noise (n, 3, h, w) and extra (per-row tensors of n rows, e.g. the layout's `shift` and
+    `grid_seed`): given instead of drawn (an animation's path through the noise); only for a
+    plan of one row per result (no candidates).
     max_pixels: results are drawn in chunks of about this many pixels (candidates counted);
     None draws all n at once. callback(info) after every sampler step: i (counted over the
     whole plan), x, sigma, sigma_next, denoised.
@@ -243,21 +248,28 @@ def run(
         raise SinDiffusionError(f"n is {n}; ask for at least 1 image.")
     h, w = size
     rows = plan.candidates if len(plan.stages) > 1 else 1
+    if (noise is not None or extra is not None) and rows > 1:
+        raise SinDiffusionError("a given noise needs one layout per result; set candidates=1.")
     chunk = n if max_pixels is None else max(1, max_pixels // (h * w * rows))
     bar = tqdm(total=n * plan.steps, disable=not progress, unit="step", desc="sampling")
     out = []
     try:
         for first in range(0, n, chunk):
             m = min(chunk, n - first)
-            x = _run_chunk(plan, m, rows, size, generator, device, start, bar, callback)
+            given = (
+                None if noise is None else noise[first : first + m],
+                None if extra is None else {k: v[first : first + m] for k, v in extra.items()},
+            )
+            x = _run_chunk(plan, m, rows, size, generator, device, start, bar, callback, given)
             out.append(x.clamp(-1, 1).cpu())
     finally:
         bar.close()
     return torch.cat(out)
 
 
-def _run_chunk(plan, m, rows, size, generator, device, start, bar, callback) -> torch.Tensor:
-    """m results: m * rows candidates through the first stage, the closest m through the rest."""
+def _run_chunk(plan, m, rows, size, generator, device, start, bar, callback, given) -> torch.Tensor:
+    """m results: m * rows candidates through the first stage, the closest m through the rest;
+    `given` (noise, extra) replaces what would be drawn."""
     offset = 0
 
     def report(info: dict) -> None:
@@ -266,10 +278,13 @@ def _run_chunk(plan, m, rows, size, generator, device, start, bar, callback) -> 
             callback({**info, "i": info["i"] + offset})
 
     # The shifts are drawn before the noise, always in this order: the same seed, the same images.
-    shift = random_shifts(m * rows, plan.shift, generator, device)
-    extra = {} if shift is None else {"shift": shift}
+    noise, extra = given
+    if extra is None:
+        shift = random_shifts(m * rows, plan.shift, generator, device)
+        extra = {} if shift is None else {"shift": shift}
     first = plan.stages[0]
-    noise = torch.randn((m * rows, 3, *size), generator=generator, device=generator.device)
+    if noise is None:
+        noise = torch.randn((m * rows, 3, *size), generator=generator, device=generator.device)
     noise = noise.to(device)
     x = noise * first.sigmas[0] if start is None else start[None] + first.sigmas[0] * noise
     x = first.sampler(first.denoiser, x, first.sigmas, generator=generator, callback=report,

@@ -1,6 +1,7 @@
 """Applications of a single-image model, all built on one sampling call (`sampling.py`).
 
 - `outpaint`, `inpaint`: regenerate a masked region, keeping the rest (`apps.outpaint`);
+- `animate` (and `write_video`): a smooth walk through the noise (`apps.animate`);
 - `sdedit`, `paint`, `harmonize`, `edit`, `retarget`, `analogy`, `upscale`: noise an input
   part-way, denoise (`apps.sdedit`).
 
@@ -8,6 +9,7 @@ Each takes a model (`SinDiffusion`, trained or zero-training) and the sampling o
 `SinDiffusion.sample` (sampler, steps, candidates, renoise, autoguidance, guide, seed, ...).
 """
 
+from .animate import animate, write_video
 from .outpaint import (
     ANCHORS,
     inpaint,
@@ -23,6 +25,7 @@ from .sdedit import analogy, edit, harmonize, paint, retarget, sdedit, upscale
 __all__ = [
     "ANCHORS",
     "analogy",
+    "animate",
     "edit",
     "harmonize",
     "inpaint",
@@ -36,4 +39,5 @@ __all__ = [
     "retarget",
     "sdedit",
     "upscale",
+    "write_video",
 ]

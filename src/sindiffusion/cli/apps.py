@@ -10,6 +10,7 @@ from pathlib import Path
 from .. import apps
 from ..errors import SinDiffusionError
 from ..image import load_image, parse_size, save_image, write_samples
+from ..metrics import flicker, frame_change
 from ..model import load, zero_training
 from .options import (
     add_model_source,
@@ -26,7 +27,7 @@ SDEDIT = {
     "harmonize": (0.4, True, "blend a pasted object (white in --mask) into the image"),
     "edit": (0.5, False, "make a hand-edited image seamless again"),
 }
-APP_COMMANDS = ("outpaint", "inpaint", *SDEDIT, "retarget", "upscale", "analogy")
+APP_COMMANDS = ("outpaint", "inpaint", *SDEDIT, "retarget", "upscale", "analogy", "animate")
 
 
 def add_parsers(sub) -> None:
@@ -90,6 +91,17 @@ def add_parsers(sub) -> None:
     add_sampling(p, what="results")
     _resampling(p, default=1)
 
+    p = sub.add_parser("animate", help="a looping animation: a smooth walk through the noise")
+    add_model_source(p)
+    p.add_argument("--out", required=True, help="the animation file: .gif or .mp4")
+    p.add_argument("--frames", type=positive_int, default=48, help="frames (default 48)")
+    p.add_argument("--fps", type=float, default=12.0, help="frames per second (default 12)")
+    p.add_argument(
+        "--keyframes", type=positive_int, default=4, help="noises the loop passes (default 4)"
+    )
+    p.add_argument("--size", help="frame size WIDTHxHEIGHT (default: the training size)")
+    add_sampling(p, what=None)
+
 
 def _strength(p: argparse.ArgumentParser, default: float) -> None:
     p.add_argument(
@@ -132,6 +144,8 @@ def cmd_app(args: argparse.Namespace) -> int:
     """Run one application; writes DIR/NAME-NNN.png, DIR/grid.png and DIR/input.png."""
     if args.command == "analogy":
         return _analogy(args)
+    if args.command == "animate":
+        return _animate(args)
     model = open_model(args)
     image = load_image(args.image) if args.image else model.image.float().cpu()
     kwargs = dict(
@@ -196,4 +210,29 @@ def _analogy(args: argparse.Namespace) -> int:
     grid = write_samples(images, out, prefix="analogy")
     h, w = images.shape[-2:]
     print(f"wrote {len(images)} results of {w}x{h} px to {out} in {dt:.1f} s; grid: {grid}")
+    return 0
+
+
+def _animate(args: argparse.Namespace) -> int:
+    """`animate RUN --out clip.gif`: frames of a looping walk through the noise."""
+    if args.candidates not in (None, 1) or args.renoise:
+        raise SinDiffusionError(
+            "an animation draws one layout per frame; drop --candidates/--renoise."
+        )
+    model = open_model(args)
+    kwargs = {k: v for k, v in sampling_kwargs(args).items() if k not in ("candidates", "renoise")}
+    size = parse_size(args.size) if args.size else None
+    t0 = time.perf_counter()
+    frames = apps.animate(
+        model, args.frames, args.keyframes, size, guide=guidance(args, model), progress=True,
+        **kwargs,
+    )  # fmt: skip
+    path = apps.write_video(frames, args.out, args.fps)
+    change, jitter = frame_change(frames), flicker(frames)
+    h, w = frames.shape[-2:]
+    print(
+        f"wrote {len(frames)} frames of {w}x{h} px to {path} in {time.perf_counter() - t0:.1f} s "
+        f"({len(frames) / args.fps:.1f} s at {args.fps:g} fps; change per frame {change:.3f}, "
+        f"flicker {jitter:.2f})"
+    )
     return 0

@@ -70,13 +70,14 @@ def add_model_source(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_sampling(p: argparse.ArgumentParser, what: str = "samples") -> None:
+def add_sampling(p: argparse.ArgumentParser, what: str | None = "samples") -> None:
     """The sampling options of `SinDiffusion.sample`, shared by `sample`, `sample-many` and
-    every application."""
+    every application; `what` names the results --n counts (None: no --n)."""
     g = p.add_argument_group("sampling")
-    g.add_argument(
-        "--n", type=positive_int, default=DEFAULT_N, help=f"number of {what} (default 4)"
-    )
+    if what is not None:
+        g.add_argument(
+            "--n", type=positive_int, default=DEFAULT_N, help=f"number of {what} (default 4)"
+        )
     g.add_argument(
         "--steps",
         type=positive_int,

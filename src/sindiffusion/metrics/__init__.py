@@ -15,7 +15,13 @@ from sindiffusion.metrics.diversity import lpips_e, pixel_diversity
 from sindiffusion.metrics.evaluate import METRICS, match_sizes, score
 from sindiffusion.metrics.patches import copy_fraction, copy_score, patch_nn_distance, patch_swd
 from sindiffusion.metrics.sifid import frechet_distance
-from sindiffusion.metrics.structure import edge_correlation, seam_score, tile_seam_score
+from sindiffusion.metrics.structure import (
+    edge_correlation,
+    flicker,
+    frame_change,
+    seam_score,
+    tile_seam_score,
+)
 
 __all__ = [
     "METRICS",
@@ -24,6 +30,8 @@ __all__ = [
     "copy_score",
     "edge_correlation",
     "efficientnet_lite0",
+    "flicker",
+    "frame_change",
     "frechet_distance",
     "imagenet_classes",
     "inception_stem",

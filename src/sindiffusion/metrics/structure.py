@@ -1,5 +1,6 @@
-"""Structure metrics: seams (of a regenerated region, of a tiled texture) and how much of an
-input's structure a result keeps. Weight-free; images (3, H, W) in [-1, 1]."""
+"""Structure metrics: seams (of a regenerated region, of a tiled texture), how much of an
+input's structure a result keeps, and how an animation moves. Weight-free; images
+(3, H, W) in [-1, 1]."""
 
 from __future__ import annotations
 
@@ -53,3 +54,18 @@ def edge_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     ea, eb = _edges(a).flatten(), _edges(b).flatten()
     ea, eb = ea - ea.mean(), eb - eb.mean()
     return float((ea * eb).sum() / (ea.norm() * eb.norm()).clamp_min(1e-12))
+
+
+def frame_change(frames: torch.Tensor) -> float:
+    """Mean absolute difference between consecutive frames (N, 3, H, W): how much an
+    animation moves per frame, in [-1, 1] pixel units."""
+    return (frames[1:] - frames[:-1]).abs().mean().item()
+
+
+def flicker(frames: torch.Tensor) -> float:
+    """How much of an animation's change per frame is back-and-forth: the mean absolute
+    second difference f[t+1] - 2 f[t] + f[t-1] over the mean absolute first difference. Near
+    0 for smooth motion; about 1.7 for independent frames (noise)."""
+    second = (frames[2:] - 2 * frames[1:-1] + frames[:-2]).abs().mean()
+    first = (frames[1:] - frames[:-1]).abs().mean()
+    return (second / first.clamp_min(1e-12)).item()
