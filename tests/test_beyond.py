@@ -174,3 +174,50 @@ def test_write_video_mp4(tmp_path):
     path = apps.write_video(frames, tmp_path / "clip.mp4", fps=10)
     back = iio.imread(path)
     assert back.shape == (5, 32, 48, 3)
+
+
+def _texture(colour: tuple[float, float, float], h: int = 32, w: int = 40, seed: int = 0):
+    """A noisy texture around one colour, (3, h, w) in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.tensor(colour).view(3, 1, 1)
+    return (base + 0.15 * torch.randn(3, h, w, generator=g)).clamp(-1, 1)
+
+
+def test_one_model_learns_from_several_images_and_resumes_only_with_them(tmp_path):
+    red, green = _texture((0.7, -0.6, -0.6)), _texture((-0.6, 0.7, -0.6), 24, 48, 1)
+    out = tmp_path / "run"
+    model = sindiffusion.train([red, green], config=tiny_config(), out=out, steps=6,
+                               progress=False, device="cpu")  # fmt: skip
+    assert len(model.images) == 2 and model.size == (32, 40)  # samples: the first's size
+    assert (out / "image.png").exists() and (out / "image-1.png").exists()
+    loaded = sindiffusion.load(out, device="cpu")
+    assert [tuple(i.shape) for i in loaded.images] == [(3, 32, 40), (3, 24, 48)]
+    again = sindiffusion.train([red, green], out=out, steps=8, resume=True, progress=False,
+                               device="cpu")  # fmt: skip
+    assert again.step == 8
+    with pytest.raises(SinDiffusionError, match="trained on 2 image"):
+        sindiffusion.train(red, out=out, steps=9, resume=True, progress=False)
+
+
+def test_a_model_of_two_textures_mixes_them():
+    red, green = _texture((0.7, -0.6, -0.6)), _texture((-0.6, 0.7, -0.6), 32, 40, 1)
+    model = sindiffusion.zero_training([red, green], steps=8, prior=None)
+    samples = model.sample(n=4, seed=0, size=(48, 64))
+    reddish = samples[:, 0] > samples[:, 1]  # per pixel: more red than green
+    share = reddish.float().mean().item()
+    assert 0.1 < share < 0.9, share  # both textures appear, neither alone
+    alone = sindiffusion.zero_training(red, steps=8, prior=None).sample(n=2, seed=0)
+    assert (alone[:, 0] > alone[:, 1]).float().mean() > 0.95
+
+
+def test_cli_trains_on_several_images(tmp_path, capsys):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(natural_like(32, 40, seed=1)).save(a)
+    Image.fromarray(natural_like(24, 48, seed=2)).save(b)
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(tiny_config().to_json())
+    argv = ["train", str(a), str(b), "--out", str(tmp_path / "run"), "--config", str(cfg)]
+    assert main([*argv, "--steps", "3", "--quiet", "--device", "cpu"]) == 0
+    assert "trained 3 steps on 2 images" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "run"), "--json"]) == 0
+    assert '"images": 2' in capsys.readouterr().out

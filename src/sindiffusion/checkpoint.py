@@ -8,7 +8,8 @@ A run folder holds:
   for sampling), the AdamW state (``optim.*``), the training random-generator state, the
   training image (uint8), and in its metadata the full `Config` as JSON, the step, the
   elapsed training time and the package version.
-- ``config.json`` and ``image.png`` — human-readable copies of the config and training image.
+- ``config.json`` and ``image.png`` — human-readable copies of the config and training image
+  (``image-1.png``, ... for a run learned from several images).
 - ``log.csv``, ``loss.png`` and ``previews/`` — the training log (`write_log`, `read_log`), its
   curve and sample grids.
 """
@@ -52,6 +53,12 @@ class Checkpoint:
     optimizer: dict[str, Any] | None = None  # torch optimizer state_dict, None if not saved
     rng_state: torch.Tensor | None = None  # training generator state
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the time budget of the run
+    more_images: list[torch.Tensor] = field(default_factory=list)  # a run learned from several
+
+    @property
+    def images(self) -> list[torch.Tensor]:
+        """Every training image (3, H_i, W_i) in [-1, 1]: `image`, then `more_images`."""
+        return [self.image, *self.more_images]
 
 
 def checkpoint_path(path: str | os.PathLike) -> Path:
@@ -82,6 +89,8 @@ def save_checkpoint(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
     tensors.update({f"model.{k}": v for k, v in ckpt.model.items()})
     tensors.update({f"ema.{k}": v for k, v in ckpt.ema.items()})
     tensors["image"] = to_uint8(ckpt.image)
+    for k, img in enumerate(ckpt.more_images, 1):
+        tensors[f"image.{k}"] = to_uint8(img)
     meta: dict[str, str] = {
         "format": FORMAT,
         "version": __version__,
@@ -109,8 +118,10 @@ def save_checkpoint(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:
 
     atomic_write(path, write)
     atomic_write(run_dir / "config.json", lambda tmp: Path(tmp).write_text(ckpt.config.to_json()))
-    if not (run_dir / "image.png").exists():
-        save_image(ckpt.image, run_dir / "image.png")
+    for k, img in enumerate(ckpt.images):
+        name = "image.png" if k == 0 else f"image-{k}.png"
+        if not (run_dir / name).exists():
+            save_image(img, run_dir / name)
     return path
 
 
@@ -174,7 +185,16 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         optimizer=optimizer,
         rng_state=tensors.get("rng_state"),
         extra=json.loads(meta.get("extra", "{}")),
+        more_images=[from_uint8(tensors[f"image.{k}"]) for k in range(1, _count(tensors))],
     )
+
+
+def _count(tensors: dict[str, torch.Tensor]) -> int:
+    """How many training images a checkpoint holds ("image", "image.1", ...)."""
+    k = 1
+    while f"image.{k}" in tensors:
+        k += 1
+    return k
 
 
 def remove_stale_temporaries(run_dir: str | os.PathLike) -> int:

@@ -103,12 +103,14 @@ def _coarse_patches(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def layout_mismatch(x0: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+def layout_mismatch(x0: torch.Tensor, image: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
     """Fréchet distance (N,) between the coarse-patch distributions of layouts x0 (N, 3, h, w)
-    and of `image` (3, H, W), both in [-1, 1]; patches are PATCH x PATCH at SCALE of the size.
-    Lower is closer; 0 = the same mean and covariance. Any h, w (the sample size need not be
-    the image's); inf where a layout or the image is too small for two coarse patches."""
-    ref = _coarse_patches(image[None].to(x0.device))[0]
+    and of `image` (3, H, W) (or of a list of images, their patches pooled), all in [-1, 1];
+    patches are PATCH x PATCH at SCALE of the size. Lower is closer; 0 = the same mean and
+    covariance. Any h, w (the sample size need not be the image's); inf where a layout or
+    the images are too small for two coarse patches."""
+    images = image if isinstance(image, (list, tuple)) else [image]
+    ref = torch.cat([_coarse_patches(img[None].to(x0.device))[0] for img in images])
     scores = torch.full((x0.shape[0],), float("inf"), device=x0.device)
     if ref.shape[0] < 2:
         return scores
@@ -119,8 +121,10 @@ def layout_mismatch(x0: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     return scores
 
 
-def closest(clean: torch.Tensor, candidates: int, image: torch.Tensor) -> torch.Tensor:
+def closest(
+    clean: torch.Tensor, candidates: int, image: torch.Tensor | list[torch.Tensor]
+) -> torch.Tensor:
     """Row indices (m,): of each run of `candidates` rows of `clean` (m * candidates, 3, h, w),
-    the one whose coarse patches match `image`'s best (`layout_mismatch`)."""
+    the one whose coarse patches match the image's (or images') best (`layout_mismatch`)."""
     scores = layout_mismatch(clean, image).view(-1, candidates)
     return scores.argmin(1) + torch.arange(len(scores), device=scores.device) * candidates

@@ -42,30 +42,33 @@ class SinDiffusion:
     def __init__(
         self,
         config: Config,
-        image: torch.Tensor,
+        image: torch.Tensor | list[torch.Tensor],
         weights: dict[str, torch.Tensor] | None = None,
         device: str | torch.device | None = None,
         checkpoint: Checkpoint | None = None,
     ):
-        """weights: the network's (EMA) weights; None = zero-training mode. checkpoint: what
-        `save` writes (None: nothing to save)."""
+        """image: the training image, or a list of them (a model of several images; `image`
+        is then the first, `images` all); weights: the network's (EMA) weights, None =
+        zero-training mode; checkpoint: what `save` writes (None: nothing to save)."""
         self.device = torch.device(device) if device is not None else default_device()
         keep_freed_memory_on(self.device)
         self.config = config
-        self.image = image
+        self.images = list(image) if isinstance(image, (list, tuple)) else [image]
+        self.image = self.images[0]
         self.checkpoint = checkpoint
         self.step = checkpoint.step if checkpoint is not None else 0
         self.network = self._network(weights) if weights is not None else None
         s = config.sampling
         layout = self.network is None or s.hybrid_sigma > 0
-        self.patch = PatchDenoiser(image.to(self.device), s.patch) if layout else None
+        on_device = [img.to(self.device) for img in self.images]
+        self.patch = PatchDenoiser(on_device, s.patch) if layout else None
 
     @classmethod
     def from_checkpoint(
         cls, checkpoint: Checkpoint, device: str | torch.device | None = None
     ) -> SinDiffusion:
         """The model a checkpoint holds (its EMA weights)."""
-        return cls(checkpoint.config, checkpoint.image, checkpoint.ema, device, checkpoint)
+        return cls(checkpoint.config, checkpoint.images, checkpoint.ema, device, checkpoint)
 
     def _network(self, weights: dict[str, torch.Tensor]) -> Denoiser:
         """The network with `weights`, frozen, on this model's device, as a denoiser."""
@@ -90,7 +93,7 @@ class SinDiffusion:
     def parts(self) -> Parts:
         """What this model brings to a sampling call (`sampling.build_plan`)."""
         return Parts(
-            image=self.image,
+            images=self.images,
             device=self.device,
             diffusion=self.config.diffusion,
             network=self.network,
@@ -217,18 +220,15 @@ def zero_training(
 ) -> SinDiffusion:
     """A model that samples from `image` right away with the closed-form patch denoiser.
 
-    image: a path (any format Pillow reads) or a tensor (3, H, W) in [-1, 1]; max_size: the
-    reference's long side in px (never enlarged); sampler, steps: the defaults of `.sample`;
+    image: a path (any format Pillow reads) or a tensor (3, H, W) in [-1, 1], or a list of
+    them (one patch set of all); max_size: each reference's long side in px (never
+    enlarged); sampler, steps: the defaults of `.sample`;
     device: default the CPU; knobs: `PatchConfig` fields (patch_size, stride, levels,
     temperature, prior, topk, dropout, ...).
     """
-    if isinstance(image, torch.Tensor):
-        img = check_image_tensor(image)
-        h, w = img.shape[-2:]
-        if max(h, w) > max_size:
-            img = resize(img, fit_size(h, w, max_size))
-    else:
-        img = load_image(image, max_size=max_size)
+    images = [
+        _reference(item, max_size) for item in (image if isinstance(image, list) else [image])
+    ]
     config = Config(
         preset="zero-training",
         diffusion=DiffusionConfig(parameterization="edm"),
@@ -236,4 +236,13 @@ def zero_training(
             sampler=sampler, steps=steps, clip_denoised=True, patch=patch_config(**knobs)
         ),
     )
-    return SinDiffusion(config, img, device=device or "cpu")
+    return SinDiffusion(config, images, device=device or "cpu")
+
+
+def _reference(image: str | os.PathLike | torch.Tensor, max_size: int) -> torch.Tensor:
+    """A zero-training reference (3, H, W) in [-1, 1], its long side at most `max_size`."""
+    if isinstance(image, torch.Tensor):
+        img = check_image_tensor(image)
+        h, w = img.shape[-2:]
+        return resize(img, fit_size(h, w, max_size)) if max(h, w) > max_size else img
+    return load_image(image, max_size=max_size)

@@ -37,12 +37,13 @@ QUERY_CHUNK = 2048  # noisy patches per distance block: bounds memory at chunk x
 
 
 class _Level:
-    """One pyramid level: the reference patches, their PCA coordinates and the noise gain."""
+    """One pyramid level: the reference patches (of every reference image, each shrunk by
+    `factor`), their PCA coordinates, positions and the noise gain."""
 
-    def __init__(self, ref: torch.Tensor, factor: float, cfg: PatchConfig, device):
+    def __init__(self, refs: list[torch.Tensor], factor: float, cfg: PatchConfig, device):
         p = cfg.patch_size
         self.factor = factor
-        patches = F.unfold(ref[None], p)[0].T.contiguous()  # (R, 3*p*p)
+        patches = torch.cat([F.unfold(ref[None], p)[0].T for ref in refs]).contiguous()
         patches_idx = None
         if patches.shape[0] > cfg.max_refs:
             g = torch.Generator().manual_seed(cfg.seed)
@@ -60,8 +61,11 @@ class _Level:
         else:
             self.basis = torch.eye(dim, device=device)
         self.coords = centred @ self.basis  # (R, d)
-        rh, rw = ref.shape[-2:]
-        pos = _positions(torch.arange(rh - p + 1), torch.arange(rw - p + 1), p, rh, rw)
+        # Positions are fractions of each patch's own image, so every image's layout counts.
+        pos = torch.cat([
+            _positions(torch.arange(rh - p + 1), torch.arange(rw - p + 1), p, rh, rw)
+            for rh, rw in (ref.shape[-2:] for ref in refs)
+        ])  # fmt: skip
         self.pos = (pos if patches_idx is None else pos[patches_idx]).to(device)  # (R, 2)
         self.gain = _noise_gain(factor)
 
@@ -95,7 +99,8 @@ def patch_config(**knobs) -> PatchConfig:
 class PatchDenoiser(nn.Module):
     """`denoiser(x, sigma, shift=None, grid_seed=None) -> x0_hat` from one image's patches.
 
-    image: the reference (3, H, W) in [-1, 1]; config: a `PatchConfig`, or its fields as
+    image: the reference (3, H, W) in [-1, 1], or a list of them (one patch set of all their
+    patches, each positioned within its own image); config: a `PatchConfig`, or its fields as
     keyword knobs. Call with x (N, 3, h, w) = x0 + sigma * noise, any h, w >= patch_size, and
     sigma a float or (N,); returns x0_hat (N, 3, h, w) float32. `shift` (N, 2): row i prefers
     reference patches from `shift[i]` (y, x, in image sides) away from its own position, so a
@@ -106,24 +111,38 @@ class PatchDenoiser(nn.Module):
     `sampling_sigmas(steps)`, `sigma_min` and `sigma_max` give its own schedule.
     """
 
-    def __init__(self, image: torch.Tensor, config: PatchConfig | None = None, **knobs):
+    def __init__(
+        self,
+        image: torch.Tensor | list[torch.Tensor],
+        config: PatchConfig | None = None,
+        **knobs,
+    ):
         super().__init__()
         cfg = config if config is not None else patch_config(**knobs)
-        if min(image.shape[-2:]) < cfg.patch_size:
+        images = list(image) if isinstance(image, (list, tuple)) else [image]
+        if min(min(img.shape[-2:]) for img in images) < cfg.patch_size:
             raise SinDiffusionError(
-                f"the image is smaller than one {cfg.patch_size} px patch; give a larger image."
+                f"an image is smaller than one {cfg.patch_size} px patch; give a larger image."
             )
         self.cfg = cfg
-        self.image = image
-        h, w = image.shape[-2:]
-        coarsest = min(1.0, max(cfg.coarsest, cfg.patch_size + 1) / min(h, w))
+        self.image = images[0]
+        # The pyramid's factors come from the smallest side of all: every image keeps
+        # at least `coarsest` px at the coarsest level.
+        side = min(min(img.shape[-2:]) for img in images)
+        coarsest = min(1.0, max(cfg.coarsest, cfg.patch_size + 1) / side)
         n = cfg.levels
         # Geometric factors from coarsest to 1 (finest last); an image not much larger than
         # `coarsest` gets fewer, distinct levels (equal levels would repeat noise levels).
         factors = [coarsest ** ((n - 1 - i) / (n - 1)) if n > 1 else 1.0 for i in range(n)]
         self.factors = sorted({round(f, 6) for f in factors})
         self.levels = [
-            _Level(resize(image, _scaled((h, w), f)), f, cfg, image.device) for f in self.factors
+            _Level(
+                [resize(img, _scaled(img.shape[-2:], f)) for img in images],
+                f,
+                cfg,
+                images[0].device,
+            )  # fmt: skip
+            for f in self.factors
         ]
 
     @property

@@ -42,7 +42,8 @@ OVERRIDES = ("steps", "sampler", "candidates", "renoise", "autoguidance", "tile"
 class Parts:
     """What a model brings to sampling."""
 
-    image: torch.Tensor  # the training image (3, H, W) in [-1, 1]: candidates are scored on it
+    images: list[torch.Tensor]  # the training images (3, H, W) in [-1, 1]: candidates are
+    # scored against their coarse patches
     device: torch.device  # where the denoisers run
     diffusion: DiffusionConfig  # the noise process the network was trained for
     network: Denoise | None  # the trained network's denoiser (x, sigma); None: zero-training
@@ -70,7 +71,7 @@ class Plan:
     """Everything one sampling call runs; built by `build_plan`, run by `run`."""
 
     stages: list[Stage]  # one; or two, with a choice among candidates (and a renoise) between
-    image: torch.Tensor  # the training image: candidate layouts are scored against it
+    images: list[torch.Tensor]  # the training images: candidate layouts are scored on them
     candidates: int = 1  # rows per result through the first of two stages; the closest is kept
     renoise: bool = False  # noise the first stage's clean images afresh for the second stage
     shift: tuple[float, float] = (0.0, 0.0)  # std of each layout's random prior offset
@@ -189,7 +190,7 @@ def build_plan(
         return Stage(den, levels, sampler, resampled_steps(len(levels) - 1, *repeats))
 
     shift = opts.shift if parts.patch is not None else (0.0, 0.0)
-    common = dict(image=parts.image, candidates=opts.candidates, shift=shift)
+    common = dict(images=parts.images, candidates=opts.candidates, shift=shift)
     if parts.hybrid and opts.renoise > 0 and float(sigmas[0]) > opts.renoise:
         # The closed-form sampler draws whole layouts (from the start level down), which are
         # noised afresh to `renoise` and finished by the network over as many levels as the
@@ -295,7 +296,7 @@ def _run_chunk(plan, m, rows, size, generator, device, start, bar, callback, giv
     if rows > 1:
         # A renoised layout is a clean image already; mid-path, the estimate at the last level.
         clean = x if plan.renoise else first.denoiser(x, first.sigmas[-1], **extra)
-        chosen = closest(clean, rows, plan.image)
+        chosen = closest(clean, rows, plan.images)
         x, extra = x[chosen], {k: v[chosen] for k, v in extra.items()}
     if plan.renoise:
         noise = torch.randn(x.shape, generator=generator, device=generator.device)

@@ -60,10 +60,23 @@ from .unet import UNet, initial_weights, stride
 
 
 def random_batch(
-    image: torch.Tensor, config: Config, stride: int, generator: torch.Generator
+    image: torch.Tensor | list[torch.Tensor],
+    config: Config,
+    stride: int,
+    generator: torch.Generator,
 ) -> torch.Tensor:
     """One training batch (B, 3, h, w) from the image (3, H, W) in [-1, 1]: the image rescaled
-    by a random factor, then B random crops of side `crop_size` (or B copies of it whole)."""
+    by a random factor, then B random crops of side `crop_size` (or B copies of it whole).
+    From several images, each batch comes from one of them, picked at random (weighted by its
+    pixels, so every pixel of the set is seen as often)."""
+    if isinstance(image, (list, tuple)):
+        if len(image) == 1:
+            image = image[0]  # no draw: a one-image run's batches are as before
+        else:
+            areas = torch.tensor([float(img.shape[-2] * img.shape[-1]) for img in image])
+            u = torch.rand((), generator=generator, device=generator.device).item()
+            k = int(torch.searchsorted(areas.cumsum(0) / areas.sum(), torch.tensor(u)))
+            image = image[min(k, len(image) - 1)]
     t = config.train
     _, h0, w0 = image.shape
     u = torch.rand((), generator=generator, device=generator.device).item()
@@ -112,7 +125,8 @@ class StopSignal:
 class Trainer:
     """Holds the network, its EMA, the optimiser and the random state of one run.
 
-    `image` is (3, H, W) in [-1, 1], already resized to the training size. Started by
+    `image` is (3, H, W) in [-1, 1], already resized to the training size, or a list of such
+    images (one model of their shared patch statistics). Started by
     `torchrun` (WORLD_SIZE > 1), it joins the process group, trains its share of each batch
     under DistributedDataParallel on `device` cuda:LOCAL_RANK (or cpu), and only rank 0 keeps
     `run_dir`.
@@ -120,7 +134,7 @@ class Trainer:
 
     def __init__(
         self,
-        image: torch.Tensor,
+        image: torch.Tensor | list[torch.Tensor],
         config: Config,
         seed: int = 0,
         run_dir: str | os.PathLike | None = None,
@@ -155,7 +169,9 @@ class Trainer:
             self.unet.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99)
         )
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.image = image.to(self.device)
+        images = list(image) if isinstance(image, (list, tuple)) else [image]
+        self.images = [img.to(self.device) for img in images]
+        self.image = self.images[0]
         self.step = 0
         self.elapsed = 0.0
         self.budget: float | None = None  # seconds; set by run(minutes=...)
@@ -173,10 +189,11 @@ class Trainer:
     def _join(self) -> None:
         """Check that every rank starts from the same state, then wrap the UNet in DDP."""
         self.rows = self.world.local_batch(self.config.train.batch_size)
-        h, w = self.image.shape[-2:]
+        shapes = [side for img in self.images for side in img.shape[-2:]]
+        sums = [img.double().sum().item() for img in self.images]
         distributed.check_same(
-            "training image, step or seed",
-            [h, w, self.image.double().sum().item(), self.step, self.seed],
+            "training images, step or seed",
+            [len(self.images), *shapes, *sums, self.step, self.seed],
             self.device,
         )
         ids = [self.device.index] if self.device.type == "cuda" else None
@@ -218,6 +235,7 @@ class Trainer:
             model={k: v.detach().cpu() for k, v in self.unet.state_dict().items()},
             ema={k: v.detach().cpu() for k, v in self.ema.state_dict().items()},
             image=self.image.cpu(),
+            more_images=[img.cpu() for img in self.images[1:]],
             step=self.step,
             elapsed=self.elapsed,
             seed=self.seed,
@@ -256,7 +274,7 @@ class Trainer:
         """One optimiser step; returns the loss. Raises `TrainingDiverged` on a non-finite loss."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batch = random_batch(self.image, self.config, self.unet.stride, self.generator)
+        batch = random_batch(self.images, self.config, self.unet.stride, self.generator)
         loss = self.denoiser.loss(batch, self.generator, rows=self.rows)
         # The global batch's loss (a mean over ranks), so every rank takes the same decision.
         global_loss = distributed.mean(loss) if self.world.distributed else loss.detach()
@@ -424,7 +442,7 @@ def loss_curve(
 
 
 def train(
-    image: str | os.PathLike | torch.Tensor,
+    image: str | os.PathLike | torch.Tensor | list,
     preset: str | None = None,
     out: str | os.PathLike | None = None,
     steps: int | None = None,
@@ -439,7 +457,9 @@ def train(
 ) -> SinDiffusion:
     """Learn a diffusion model from one image; returns the trained `SinDiffusion`.
 
-    image: a path (any format Pillow reads) or a tensor (3, H, W) in [-1, 1];
+    image: a path (any format Pillow reads) or a tensor (3, H, W) in [-1, 1]; or a list of
+    them: one model of their shared patch statistics (batches drawn from each in proportion
+    to its pixels; samples default to the first one's size);
     preset: "fast" (the default, minutes on a CPU) or "paper" (the published recipe);
     out: run folder for checkpoints, previews and logs (None: keep nothing on disk);
     steps / minutes: stop after this many steps or this much training time in total;
@@ -465,12 +485,18 @@ def train(
             raise SinDiffusionError(f"nothing to resume in {out}; train without --resume first.")
         resume_ckpt = load_checkpoint(out)
         cfg = _resumed_config(resume_ckpt.config, preset, config, max_size)
-        img = resume_ckpt.image
-        given = _training_image(image, cfg, like=tuple(img.shape[-2:]))
-        if given.shape != img.shape or not torch.equal(to_uint8(given), to_uint8(img)):
+        img = resume_ckpt.images
+        given = _training_images(image, cfg, like=[tuple(i.shape[-2:]) for i in img])
+        for old, new, name in zip(img, given, _names(image), strict=False):
+            if new.shape != old.shape or not torch.equal(to_uint8(new), to_uint8(old)):
+                raise SinDiffusionError(
+                    f"{name} is not the image this run was trained on; resume with that "
+                    "image, or start a new run with another --out."
+                )
+        if len(given) != len(img):
             raise SinDiffusionError(
-                f"{_name(image)} is not the image this run was trained on; resume with that "
-                "image, or start a new run with another --out."
+                f"this run was trained on {len(img)} image(s), not {len(given)}; resume with "
+                "the same images, or start a new run with another --out."
             )
     else:
         if out is not None and checkpoint_path(out).exists():
@@ -481,7 +507,7 @@ def train(
         cfg = config.copy() if config is not None else preset_config(preset or "fast")
         if max_size is not None:
             cfg.train.max_size = max_size
-        img = _training_image(image, cfg)
+        img = _training_images(image, cfg)
     trainer = Trainer(img, cfg, seed=seed, run_dir=out, device=device, resume=resume_ckpt)
     trainer.run(steps=steps, minutes=minutes, progress=progress, callback=callback)
     return SinDiffusion.from_checkpoint(trainer.checkpoint(), device=trainer.device)
@@ -507,8 +533,18 @@ def _training_image(
 BOOKKEEPING = ("steps", "checkpoint_every", "preview_every", "preview_steps")
 
 
-def _name(image: str | os.PathLike | torch.Tensor) -> str:
-    return "the image tensor" if isinstance(image, torch.Tensor) else str(image)
+def _training_images(image, config: Config, like: list | None = None) -> list[torch.Tensor]:
+    """`_training_image` of one image or of each of a list (`like`: their saved sizes)."""
+    items = list(image) if isinstance(image, (list, tuple)) else [image]
+    if not items:
+        raise SinDiffusionError("give at least one training image.")
+    sizes = list(like or []) + [None] * len(items)
+    return [_training_image(item, config, sizes[k]) for k, item in enumerate(items)]
+
+
+def _names(image) -> list[str]:
+    items = list(image) if isinstance(image, (list, tuple)) else [image]
+    return ["the image tensor" if isinstance(i, torch.Tensor) else str(i) for i in items]
 
 
 def _resumed_config(

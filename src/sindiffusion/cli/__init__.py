@@ -34,8 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sindiffusion {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="learn a model from one image")
-    p.add_argument("image", help="the training image (PNG, JPEG, WebP, TIFF, BMP)")
+    p = sub.add_parser("train", help="learn a model from one image (or a few)")
+    p.add_argument(
+        "image",
+        nargs="+",
+        help="the training image (PNG, JPEG, WebP, TIFF, BMP); several: one model of them all",
+    )
     p.add_argument("--out", required=True, help="run folder for checkpoints, previews and logs")
     add_training(p)
     p.add_argument(

@@ -30,14 +30,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:  # under torchrun (WORLD_SIZE > 1) this trains data-parallel, see distributed.py
-        model = train(args.image, out=args.out, resume=args.resume, **training_kwargs(args))
+        image = args.image[0] if len(args.image) == 1 else args.image
+        model = train(image, out=args.out, resume=args.resume, **training_kwargs(args))
     finally:
         distributed.teardown()
     if not distributed.World.from_env().main:
         return 0
     h, w = model.size
+    what = f"a {w}x{h} image" if len(model.images) == 1 else f"{len(model.images)} images"
     print(
-        f"trained {model.step} steps on a {w}x{h} image in {time.perf_counter() - t0:.0f} s; "
+        f"trained {model.step} steps on {what} in {time.perf_counter() - t0:.0f} s; "
         f"run folder: {args.out}"
     )
     return 0
@@ -70,6 +72,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "parameters": count_parameters(UNet(cfg.model)),
         "receptive_field_px": measure_receptive_field(cfg.model),
         "image_size": f"{w}x{h}",
+        "images": len(ckpt.images),
         "step": ckpt.step,
         "training_minutes": round(ckpt.elapsed / 60, 2),
         "parameterization": cfg.diffusion.parameterization,
