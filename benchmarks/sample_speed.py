@@ -4,6 +4,12 @@ with its peak memory, and the peak memory of training on a run's image.
 
     python3 benchmarks/sample_speed.py bench-out/cache/fast-5min/3 bench-out/cache/fast-5min/7
     python3 benchmarks/sample_speed.py RUN --repeat 9 --large 2048x1024 --train-steps 50
+    python3 benchmarks/sample_speed.py --zero-training ../shared/data/places50/7.jpg
+
+With --zero-training the arguments are images, sampled with `sindiffusion.zero_training`: one
+sample, a batch of 10 (seconds per sample), and 10 samples through the command line (the wall
+time of `sindiffusion sample IMAGE --zero-training --n 10`, start-up included); target
+(issue #30): <= 0.5 s per 250x188 sample on every CPU.
 
 Targets (issue #4): a 250 px sample in <= 2 s; a 1024x1024 sample within 8 GB; training a
 250 px image within 4 GB. The large sample and the training run each get a fresh process, so
@@ -16,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,9 +58,24 @@ def time_samples(model: sindiffusion.SinDiffusion, repeat: int) -> list[float]:
     return times
 
 
-def child_large(run: str, size: str) -> dict:
+def open_model(source: str, zero: bool) -> sindiffusion.SinDiffusion:
+    """A trained run folder, or with `zero` an image sampled without training."""
+    return sindiffusion.zero_training(source) if zero else sindiffusion.load(source)
+
+
+def cli_seconds(image: str, n: int) -> float:
+    """Wall seconds of `sindiffusion sample IMAGE --zero-training --n n`, start-up included."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "sindiffusion", "sample", image, "--zero-training",
+               "--n", str(n), "--seed", "0", "--out", tmp]  # fmt: skip
+        t0 = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=True)
+        return time.perf_counter() - t0
+
+
+def child_large(run: str, size: str, zero: bool = False) -> dict:
     h, w = parse_size(size)
-    model = sindiffusion.load(run)
+    model = open_model(run, zero)
     t0 = time.perf_counter()
     x = model.sample(1, size=(h, w), seed=0)
     sec = time.perf_counter() - t0
@@ -78,7 +101,10 @@ def in_child(args: list[str], threads: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("runs", nargs="*", help="trained run folders")
+    p.add_argument("runs", nargs="*", help="trained run folders (images with --zero-training)")
+    p.add_argument(
+        "--zero-training", action="store_true", help="the arguments are images: time zero-training"
+    )
     p.add_argument("--repeat", type=int, default=5, help="single samples timed per run")
     p.add_argument("--large", default="1024x1024", help="size of the large sample; 0: skip")
     p.add_argument("--train-steps", type=int, default=30, help="training steps timed; 0: skip")
@@ -89,11 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.child:
         kind, run, value = args.child
-        answer = child_large(run, value) if kind == "large" else child_train(run, int(value))
+        if kind == "train":
+            answer = child_train(run, int(value))
+        else:
+            answer = child_large(run, value, zero=kind == "large-zero")
         print(json.dumps(answer))
         return 0
     if not args.runs:
-        p.error("give at least one trained run folder")
+        p.error("give at least one trained run folder (or images with --zero-training)")
+    if args.zero_training:
+        return zero_table(args)
 
     lines = [
         "| run | size (W x H) | training steps | one sample, median (s) | min-max (s) |",
@@ -129,9 +160,26 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['seconds']:.1f} | {r['peak_gb']:.2f} | <= 4 GB |"
         )
         print(lines[-1], flush=True)
+    return write_table(lines, args)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def write_table(lines: list[str], args: argparse.Namespace) -> int:
+    """Print the table with its footnote and write it to --out/table.md."""
+    cpu = cpu_name()
     lines.append(
-        f"\n{args.threads} threads; {args.repeat} single samples per run after one warm-up; "
-        f"torch {torch.__version__}."
+        f"\n{args.threads} threads; {args.repeat} single samples per row after one warm-up; "
+        f"torch {torch.__version__}; {cpu}."
     )
     text = "\n".join(lines) + "\n"
     print(text)
@@ -140,6 +188,32 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write(out / "table.md", lambda tmp: Path(tmp).write_text(text))
     print(f"wrote {out / 'table.md'}")
     return 0
+
+
+def zero_table(args: argparse.Namespace) -> int:
+    """The zero-training table: per image one sample, a batch of 10 and the CLI's 10; then one
+    large sample of the first image in a fresh process."""
+    lines = [
+        "| image | size (W x H) | one sample, median (s) | in a batch of 10 (s / sample) "
+        "| CLI, 10 samples (s, start-up included) |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for image in args.runs:
+        model = open_model(image, zero=True)
+        h, w = model.size
+        one = statistics.median(time_samples(model, args.repeat))
+        t0 = time.perf_counter()
+        model.sample(10, seed=0)
+        batch = (time.perf_counter() - t0) / 10
+        lines.append(
+            f"| {image} | {w}x{h} | {one:.2f} | {batch:.2f} | {cli_seconds(image, 10):.1f} |"
+        )
+        print(lines[-1], flush=True)
+    if args.large != "0":
+        r = in_child(["large-zero", args.runs[0], args.large], args.threads)
+        lines += ["", f"One {args.large} zero-training sample of {args.runs[0]} (fresh process): "
+                  f"{r['seconds']:.1f} s, {r['peak_gb']:.2f} GB peak."]  # fmt: skip
+    return write_table(lines, args)
 
 
 if __name__ == "__main__":

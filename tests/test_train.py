@@ -260,3 +260,20 @@ def test_keeping_freed_memory_applies_on_glibc_and_changes_no_sample(image_file,
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert (kept, off) == (str(glibc), "False")
     assert torch.equal(torch.load(tmp_path / "a.pt"), torch.load(tmp_path / "b.pt"))
+
+
+def _spincount_seen(code: str, env: dict[str, str]) -> str:
+    """GOMP_SPINCOUNT as a new Python sees it after running `code`."""
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | env
+    code += "\nimport os; print(os.environ.get('GOMP_SPINCOUNT'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, check=True)  # fmt: skip
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_openmp_spin_is_short_when_sindiffusion_comes_first():
+    # Long spinning made a sample 14-35x slower on 2 cores shared with another busy process.
+    assert _spincount_seen("import sindiffusion", {}) == "10000"
+    assert _spincount_seen("import sindiffusion", {"GOMP_SPINCOUNT": "5"}) == "5"  # user's kept
+    # torch already loaded OpenMP: setting it then would claim an effect it cannot have.
+    assert _spincount_seen("import torch, sindiffusion", {}) == "None"
