@@ -103,9 +103,23 @@ def test_analogy_paints_one_layout_with_another_images_patches(zero):
     out = apps.analogy(layout, zero, strength=0.3, n=2, seed=0)
     assert out.shape == (2, 3, 32, 48)
     assert min(edge_correlation(x, layout) for x in out) > 0.25  # the box's edges are kept
-    # ... drawn in B's colours: closer to the texture image's mean colour than A's is.
-    b, a = zero.image.mean((1, 2)), layout.mean((1, 2))
-    assert (out.mean((0, 2, 3)) - b).abs().sum() < 0.5 * (a - b).abs().sum()
+    # ... drawn in B's colours: every pixel near a colour of B, far from A's two greys.
+    assert palette_distance(out, zero.image) < 0.1 < 0.5 < palette_distance(out, layout)
+    # B's position prior is off for an analogy (it brought B's own layout back), and only for
+    # that call: the model keeps its prior.
+    assert zero.patch.cfg.prior is not None
+    assert zero.with_patch(prior=None).patch.cfg.prior is None
+    assert zero.with_patch(prior=None).patch.levels is zero.patch.levels  # nothing rebuilt
+    with pytest.raises(SinDiffusionError, match="patch_size shape the patch pyramid"):
+        zero.with_patch(patch_size=5)
+    with pytest.raises(SinDiffusionError, match="unknown patch-denoiser knob"):
+        zero.with_patch(priors=0.1)
+
+
+def palette_distance(images: torch.Tensor, ref: torch.Tensor) -> float:
+    """Mean distance from each pixel of images (N, 3, H, W) to its nearest colour of ref."""
+    px = images.permute(0, 2, 3, 1).reshape(-1, 3)
+    return torch.cdist(px, ref.permute(1, 2, 0).reshape(-1, 3)).min(1).values.mean().item()
 
 
 def test_upscaling_keeps_the_input_when_shrunk_back_and_draws_detail(zero):

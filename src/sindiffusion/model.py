@@ -10,6 +10,7 @@ Sizes are (height, width), as tensors are laid out (the command line writes WIDT
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from collections.abc import Callable
@@ -100,6 +101,16 @@ class SinDiffusion:
             patch=self.patch,
             weak=lambda: self.weak_network,
         )
+
+    def with_patch(self, **knobs) -> SinDiffusion:
+        """This model with other call-time knobs of its closed-form patch denoiser (e.g.
+        `prior=None`: patches from anywhere in the image), sharing its network and patch
+        pyramid; this model is unchanged. A model without a patch denoiser is returned as is."""
+        if self.patch is None:
+            return self
+        new = copy.copy(self)
+        new.patch = self.patch.with_knobs(**knobs)
+        return new
 
     @property
     def size(self) -> tuple[int, int]:

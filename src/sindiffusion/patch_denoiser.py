@@ -22,6 +22,8 @@ preset's hybrid models use it for the layout above `sampling.hybrid_sigma` (`lay
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import math
 
@@ -144,6 +146,22 @@ class PatchDenoiser(nn.Module):
             )  # fmt: skip
             for f in self.factors
         ]
+
+    # Knobs read when building the pyramid; the others are read at each call.
+    BUILD_KNOBS = ("patch_size", "levels", "coarsest", "max_refs", "pca_dim", "seed")
+
+    def with_knobs(self, **knobs) -> PatchDenoiser:
+        """A copy with other call-time knobs (prior, topk, temperature, dropout, ...) that
+        shares this one's pyramid, so nothing is rebuilt and this one is unchanged."""
+        fixed = sorted(set(knobs) & set(self.BUILD_KNOBS))
+        if fixed:
+            raise SinDiffusionError(
+                f"{', '.join(fixed)} shape the patch pyramid; build a new model to change them."
+            )
+        patch_config(**knobs)  # an unknown knob is a one-sentence error
+        new = copy.copy(self)
+        new.cfg = dataclasses.replace(self.cfg, **knobs)
+        return new
 
     @property
     def sigma_min(self) -> float:

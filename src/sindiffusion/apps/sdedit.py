@@ -85,7 +85,7 @@ def retarget(
 def analogy(
     layout: torch.Tensor | str | os.PathLike,
     texture: SinDiffusion | torch.Tensor | str | os.PathLike,
-    strength: float = 0.7,
+    strength: float = 0.6,
     max_size: int = 250,
     **kwargs,
 ) -> torch.Tensor:
@@ -93,10 +93,13 @@ def analogy(
     `layout` image (a file or (3, H, W) in [-1, 1], used at its size, long side at most
     `max_size`) is noised to `strength` and denoised by a model of the `texture` image: a
     trained run, or, given an image, its zero-training model (the closed-form denoiser over
-    its patches). Returns (n, 3, H, W) in [-1, 1]; keyword arguments as `regenerate`."""
+    its patches). The patch denoiser's position prior is off: the layout is A's, so B's
+    patches may come from anywhere in B (with it, B's own layout came back). Returns
+    (n, 3, H, W) in [-1, 1]; keyword arguments as `regenerate`."""
     from ..model import SinDiffusion, zero_training
 
     model = texture if isinstance(texture, SinDiffusion) else zero_training(texture, max_size)
+    model = model.with_patch(prior=None)
     if isinstance(layout, torch.Tensor):
         img = check_image_tensor(layout, what="the layout image")
     else:

@@ -84,7 +84,7 @@ def add_parsers(sub) -> None:
         "texture", help="the image (or a run folder trained on it) whose patches paint it"
     )
     p.add_argument("--out", required=True, help="output folder for PNGs and grid.png")
-    _strength(p, 0.7)
+    _strength(p, 0.6)
     p.add_argument(
         "--max-size", type=positive_int, default=250, help="long side of both images (250)"
     )
