@@ -15,7 +15,7 @@ benchmark's runs), with --n samples each (seed 0):
   the real image, beside a bicubic enlargement; once with the trained run (it has seen the
   full-resolution patches) and once with the half-size image's own zero-training model (only
   its own patches, as SinGAN's super-resolution);
-- analogy: the layout of Places50 #--analogy painted with this run's patches: edge
+- analogy: the layout of Places50 #--analogy painted with this run's patches (strength 0.6): edge
   correlation with the layout image, SIFID-E against this run's image;
 - animate: --frames frames of a loop with 3 keyframes: change per frame and flicker
   (`metrics.flicker`; about 1.7 for unrelated frames), beside as many independent samples;
@@ -106,7 +106,7 @@ def measure(model, real: torch.Tensor, layout: torch.Tensor, args) -> tuple[dict
     }
     pics["upscale"] = [bicubic, up[0], own[0], real]
 
-    painted = apps.analogy(layout, model, strength=0.7, n=n, seed=0)
+    painted = apps.analogy(layout, model, n=n, seed=0)
     fig["analogy"] = {
         "edge corr. with the layout": mean(edge_correlation(x, layout) for x in painted),
         "SIFID-E against the texture": sifid_e(real, painted),

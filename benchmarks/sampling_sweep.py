@@ -122,7 +122,8 @@ def plot(jsonl: str, settings: list[str], numbers: list[int], out: str, baseline
         x = sum(r["pixel_diversity"] for r in mine.values()) / len(mine)
         y = sum(r["sifid_e"] for r in mine.values()) / len(mine)
         ax.plot(x, y, "o", color="#3a5a8c")
-        ax.annotate(name if len(name) < 40 else name[:37] + "...", (x, y), fontsize=7,
+        label = "the preset as it is" if name == "{}" else name
+        ax.annotate(label if len(label) < 40 else label[:37] + "...", (x, y), fontsize=7,
                     xytext=(4, 3), textcoords="offset points")  # fmt: skip
     if baselines:
         table = list(csv.DictReader(open(baselines)))
