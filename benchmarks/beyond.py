@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -54,11 +55,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(4 / max(mse, 1e-12))
 
 
-def mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values)
-
-
 def tiled(x: torch.Tensor) -> torch.Tensor:
     return x.repeat(1, 2, 2)
 
@@ -73,8 +69,8 @@ def measure(model, real: torch.Tensor, layout: torch.Tensor, args) -> tuple[dict
     kept = apps.retarget(model, wide, strength=0.6, n=n, seed=0)
     fresh = model.sample(n=n, size=wide, seed=0)
     fig["retarget"] = {
-        "edge corr., retargeted": mean(edge_correlation(x, stretched) for x in kept),
-        "edge corr., fresh sample": mean(edge_correlation(x, stretched) for x in fresh),
+        "edge corr., retargeted": statistics.mean(edge_correlation(x, stretched) for x in kept),
+        "edge corr., fresh sample": statistics.mean(edge_correlation(x, stretched) for x in fresh),
         "SIFID-E, retargeted": sifid_e(real, kept),
         "SIFID-E, fresh sample": sifid_e(real, fresh),
     }
@@ -83,8 +79,8 @@ def measure(model, real: torch.Tensor, layout: torch.Tensor, args) -> tuple[dict
     tiles = model.sample(n=n, tile=True, seed=0)
     plain = model.sample(n=n, seed=0)
     fig["tile"] = {
-        "seam, --tile": mean(tile_seam_score(x) for x in tiles),
-        "seam, plain": mean(tile_seam_score(x) for x in plain),
+        "seam, --tile": statistics.mean(tile_seam_score(x) for x in tiles),
+        "seam, plain": statistics.mean(tile_seam_score(x) for x in plain),
         "seam, the photo": tile_seam_score(real),
         "SIFID-E, --tile": sifid_e(real, tiles),
         "SIFID-E, plain": sifid_e(real, plain),
@@ -98,8 +94,8 @@ def measure(model, real: torch.Tensor, layout: torch.Tensor, args) -> tuple[dict
     own = apps.upscale(zero_training(low), 2.0, n=n, seed=0)[..., :h, :w]
     fig["upscale"] = {
         "PSNR, bicubic": psnr(bicubic, real),
-        "PSNR, trained run": mean(psnr(x, real) for x in up),
-        "PSNR, half-size image's own": mean(psnr(x, real) for x in own),
+        "PSNR, trained run": statistics.mean(psnr(x, real) for x in up),
+        "PSNR, half-size image's own": statistics.mean(psnr(x, real) for x in own),
         "SIFID-E, bicubic": sifid_e(real, bicubic[None]),
         "SIFID-E, trained run": sifid_e(real, up),
         "SIFID-E, half-size image's own": sifid_e(real, own),
@@ -108,7 +104,7 @@ def measure(model, real: torch.Tensor, layout: torch.Tensor, args) -> tuple[dict
 
     painted = apps.analogy(layout, model, n=n, seed=0)
     fig["analogy"] = {
-        "edge corr. with the layout": mean(edge_correlation(x, layout) for x in painted),
+        "edge corr. with the layout": statistics.mean(edge_correlation(x, layout) for x in painted),
         "SIFID-E against the texture": sifid_e(real, painted),
         "SIFID-E of the layout itself": sifid_e(real, layout[None]),
     }
