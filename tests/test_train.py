@@ -198,6 +198,20 @@ def test_corrupt_and_foreign_checkpoints_are_clear_errors(tmp_path):
         sindiffusion.load(tmp_path / "elsewhere")
 
 
+def test_a_device_this_machine_lacks_is_a_clear_error(image_file, tmp_path):
+    from sindiffusion.errors import SinDiffusionError
+
+    with pytest.raises(SinDiffusionError, match="unknown device 'gpu'"):
+        sindiffusion.train(image_file, steps=1, device="gpu", out=tmp_path / "a", progress=False)
+    if torch.cuda.is_available():
+        missing, why = f"cuda:{torch.cuda.device_count()}", "does not exist here"
+    else:
+        missing, why = "cuda", "lacks"
+    with pytest.raises(SinDiffusionError, match=why):
+        sindiffusion.train(image_file, steps=1, device=missing, out=tmp_path / "b", progress=False)
+    assert not (tmp_path / "b" / "checkpoint.safetensors").exists()
+
+
 def test_model_samples_any_size_and_scale(image_file, tiny):
     model = sindiffusion.train(image_file, config=tiny, steps=3, progress=False)
     assert model.sample(n=3, size=(17, 45)).shape == (3, 3, 17, 45)

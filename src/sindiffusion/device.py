@@ -11,12 +11,33 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from .errors import SinDiffusionWarning
+from .errors import SinDiffusionError, SinDiffusionWarning
 
 
 def default_device() -> torch.device:
     """CUDA when available, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` as a torch.device (None: `default_device()`); a name torch does not know, or
+    CUDA where this torch has none, is a one-sentence `SinDiffusionError`."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SinDiffusionError(f"unknown device {device!r}; use cpu or cuda.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SinDiffusionError(
+            f"device {device!r} asks for CUDA, which this machine or torch build lacks; use cpu."
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise SinDiffusionError(
+            f"device {device!r} does not exist here ({torch.cuda.device_count()} GPUs); "
+            "give another index."
+        )
+    return dev
 
 
 def bf16_fast(device: torch.device) -> bool:

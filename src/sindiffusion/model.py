@@ -20,7 +20,7 @@ import torch
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, DiffusionConfig, SamplingConfig
-from .device import default_device, keep_freed_memory_on, use_bf16
+from .device import keep_freed_memory_on, resolve_device, use_bf16
 from .diffusion import Denoiser
 from .errors import SinDiffusionError
 from .guidance import Denoise, Guide
@@ -51,7 +51,7 @@ class SinDiffusion:
         """image: the training image, or a list of them (a model of several images; `image`
         is then the first, `images` all); weights: the network's (EMA) weights, None =
         zero-training mode; checkpoint: what `save` writes (None: nothing to save)."""
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)
         keep_freed_memory_on(self.device)
         self.config = config
         self.images = list(image) if isinstance(image, (list, tuple)) else [image]

@@ -41,7 +41,7 @@ from .checkpoint import (
 )
 from .config import Config
 from .config import preset as preset_config
-from .device import default_device, keep_freed_memory_on, use_bf16
+from .device import keep_freed_memory_on, resolve_device, use_bf16
 from .diffusion import Denoiser
 from .errors import SinDiffusionError, SinDiffusionWarning, TrainingDiverged
 from .image import (
@@ -147,7 +147,7 @@ class Trainer:
             self.device = self.world.device(device)
             distributed.init(self.world, self.device)
         else:
-            self.device = torch.device(device) if device is not None else default_device()
+            self.device = resolve_device(device)
         keep_freed_memory_on(self.device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.seed = seed
