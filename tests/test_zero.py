@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -155,3 +157,40 @@ def test_the_smallest_canvases_sample(img, size):
     # one patch there instead of failing (issue #31).
     out = sindiffusion.zero_training(img).sample(n=2, size=size, steps=6, seed=0)
     assert out.shape == (2, 3, *size) and torch.isfinite(out).all() and out.std() > 0.05
+
+
+def test_a_prior_pair_frees_one_direction_only():
+    # Channel 0 ramps down the image, channel 1 across it: a position prior that is tight in
+    # one direction keeps that ramp, a wide one lets patches wander and breaks it.
+    h, w = 32, 48
+    yy = torch.linspace(-1, 1, h)[:, None].expand(h, w)
+    xx = torch.linspace(-1, 1, w)[None, :].expand(h, w)
+    ramps = torch.stack([yy, xx, 0.5 * yy * xx])
+
+    def draw(prior):
+        model = sindiffusion.zero_training(ramps, prior=prior, steps=10, levels=2, coarsest=12)
+        return model.sample(n=4, seed=0)
+
+    def corr(samples, channel, ramp):
+        a = samples[:, channel] - samples[:, channel].mean((1, 2), keepdim=True)
+        b = ramp - ramp.mean()
+        return float(((a * b).sum((1, 2)) / (a.flatten(1).norm(dim=1) * b.norm())).mean())
+
+    same = draw(0.03)
+    assert torch.equal(draw((0.03, 0.03)), same)  # a pair of equal stds is the single std
+    assert corr(same, 0, yy) > 0.99 and corr(same, 1, xx) > 0.99
+    sideways = draw((0.03, 1.0))  # (vertical, horizontal)
+    assert corr(sideways, 0, yy) > 0.99 and corr(sideways, 1, xx) < 0.8
+    upright = draw((1.0, 0.03))
+    assert corr(upright, 0, yy) < 0.9 and corr(upright, 1, xx) > 0.99
+
+
+def test_prior_pairs_are_checked_and_kept_in_configs():
+    from sindiffusion.config import Config, PatchConfig, SamplingConfig
+
+    cfg = Config(sampling=SamplingConfig(patch=PatchConfig(prior=[0.02, 0.08])))
+    assert cfg.sampling.patch.prior == (0.02, 0.08)
+    assert Config.from_dict(json.loads(cfg.to_json())).sampling.patch.prior == (0.02, 0.08)
+    for bad in ((0.02, 0.03, 0.04), (0.02, -0.1), 0, -0.05):
+        with pytest.raises(SinDiffusionError, match="prior is"):
+            PatchConfig(prior=bad)

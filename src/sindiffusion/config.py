@@ -81,8 +81,9 @@ class PatchConfig:
     handover: float = 0.5  # a level hands over to the next finer one when its own sigma
     # (sigma times its noise gain) falls below this
     temperature: float = 1.0  # softmax temperature T; > 1 blends more patches (diversity, blur)
-    prior: float | None = 0.05  # std, in image sides, of a Gaussian prior on where a patch
-    # comes from: patches prefer references from about the same relative position; None = off
+    prior: float | tuple[float, float] | None = 0.05  # std, in image sides, of a Gaussian
+    # prior on where a patch comes from: patches prefer references from about the same
+    # relative position; a pair is (vertical, horizontal); None = off
     topk: int | None = 8  # nearest reference patches kept per noisy patch; None = all (exact)
     max_refs: int = 16384  # reference patches kept per level (a fixed random subset beyond)
     dropout: float = 0.0  # fraction of reference patches hidden at each call (diversity)
@@ -95,6 +96,16 @@ class PatchConfig:
     seed: int = 0  # seeds the per-call randomness (grid offset, dropout)
 
     def __post_init__(self) -> None:
+        if isinstance(self.prior, (list, tuple)):
+            self.prior = tuple(float(v) for v in self.prior)
+            if len(self.prior) != 2:
+                raise SinDiffusionError(
+                    f"prior is {self.prior}; give one std or a (vertical, horizontal) pair."
+                )
+        if self.prior is not None and (self.prior == 0 or min(self.prior_pair) <= 0):
+            raise SinDiffusionError(
+                f"prior is {self.prior}; give positive stds (or None for no prior)."
+            )
         if self.patch_size < 1 or self.stride < 1 or self.levels < 1:
             raise SinDiffusionError("patch_size, stride and levels must be at least 1.")
         if not 0 <= self.dropout < 1:
@@ -107,6 +118,13 @@ class PatchConfig:
             raise SinDiffusionError(
                 f"topk is {self.topk}; give at least 1 (or None for every patch)."
             )
+
+    @property
+    def prior_pair(self) -> tuple[float, float]:
+        """The position prior's (vertical, horizontal) std; only for a prior that is on."""
+        assert self.prior is not None
+        p = self.prior
+        return (float(p), float(p)) if isinstance(p, (int, float)) else p
 
 
 @dataclass

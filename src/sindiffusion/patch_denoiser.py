@@ -301,7 +301,12 @@ class _Refs:
             coords, patches, pos = coords[keep], patches[keep], pos[keep]
         self.denom = 2 * sigma**2 * cfg.temperature
         # exp(-|y-p|²/(2σ²T) - |u-v|²/(2ℓ²)) = exp(-(|y-p|² + (σ²T/ℓ²)|u-v|²) / (2σ²T)).
-        self.pos_scale = sigma * math.sqrt(cfg.temperature) / cfg.prior if cfg.prior else 0.0
+        if cfg.prior:
+            py, px = cfg.prior_pair  # a wider horizontal prior lets content move sideways
+            s = sigma * math.sqrt(cfg.temperature)
+            self.pos_scale = torch.tensor([s / py, s / px], device=pos.device)
+        else:
+            self.pos_scale = 0.0
         self.coords = torch.cat([coords, pos * self.pos_scale], 1)  # (R, d + 2)
         self.patches = patches
         if cfg.topk is not None and cfg.topk < coords.shape[0]:
