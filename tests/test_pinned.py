@@ -4,7 +4,8 @@ sampler, layout stage, autoguidance, known region, patch denoiser) fails one of 
 change that is meant must update the pinned values, and say so in the CHANGELOG.
 
 The values were recorded with the code before the 0.2 redesign and still hold after it (the
-outpainting with candidates and autoguidance could not be asked for before)."""
+outpainting with candidates and autoguidance could not be asked for before); the two `fast`
+ones were re-recorded when the preset's position prior went from 0.027 to 0.035."""
 
 from __future__ import annotations
 
@@ -56,15 +57,15 @@ def test_pinned_ancestral_ddpm_sample(tiny_model):
 
 def test_pinned_fast_preset_sample(fast_model):
     x = fast_model.sample(n=1, seed=0)
-    close(x[0, :, 12, 8:12], [0.2801, 0.2551, 0.3115, 0.2783, 0.3394, 0.3762,
-                              0.4283, 0.3732, 0.3708, 0.3949, 0.4118, 0.3469])  # fmt: skip
+    close(x[0, :, 12, 8:12], [0.2892, 0.2668, 0.3234, 0.2826, 0.3411, 0.3774,
+                              0.4285, 0.3651, 0.3693, 0.3927, 0.4085, 0.3348])  # fmt: skip
 
 
 def test_pinned_outpaint_with_candidates_and_autoguidance(fast_model):
     x = apps.outpaint(fast_model, extend={"right": 16}, n=1, seed=0, candidates=3,
                       autoguidance=0.3)  # fmt: skip
-    close(x[0, :, 12, 34:38], [-0.4322, -0.0209, 0.1559, 0.0177, -0.2567, -0.0060,
-                               0.2767, 0.0744, -0.2755, -0.0696, 0.3188, -0.0406])  # fmt: skip
+    close(x[0, :, 12, 34:38], [-0.4239, -0.0091, 0.1701, 0.0450, -0.2523, -0.0003,
+                               0.2833, 0.0906, -0.2751, -0.0703, 0.3166, -0.0378])  # fmt: skip
 
 
 def test_pinned_patch_denoiser():
