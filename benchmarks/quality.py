@@ -282,8 +282,8 @@ def build_methods(args: argparse.Namespace) -> list[Method]:
     out, cache = Path(args.out), Path(args.cache)
     run_tag = f"{args.preset}-{_budget_tag(args)}"
 
-    config = preset(args.preset)
     minutes = None if args.steps else args.minutes
+    config = preset(args.preset, minutes)
 
     def ours(stem: str, path: Path, real: torch.Tensor):
         model, ckpt = train_or_load(

@@ -120,6 +120,17 @@ def test_minutes_budget_stops_and_saves(image_file, tmp_path):
     assert load_checkpoint(tmp_path / "r").step == model.step
 
 
+def test_a_short_time_budget_trains_the_fast_preset_on_smaller_crops(image_file, tmp_path):
+    # Twice the steps per second pays while steps are few (issue #28's 1-minute goal).
+    crop = {m: sindiffusion.preset("fast", m).train.crop_size for m in (None, 0.5, 1, 1.5, 5)}
+    assert crop == {None: 96, 0.5: 64, 1: 64, 1.5: 96, 5: 96}
+    assert sindiffusion.preset("paper", 1).train.crop_size is None
+    sindiffusion.train(image_file, out=tmp_path / "short", minutes=0.01, progress=False)
+    assert load_checkpoint(tmp_path / "short").config.train.crop_size == 64
+    sindiffusion.train(image_file, out=tmp_path / "steps", steps=1, progress=False)
+    assert load_checkpoint(tmp_path / "steps").config.train.crop_size == 96
+
+
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(image_file, tmp_path):
     run = tmp_path / "run"
     cfg = tiny_config(lr=1e30, grad_clip=0.0, checkpoint_every=1, warmup_steps=0)

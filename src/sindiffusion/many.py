@@ -110,7 +110,7 @@ def train_many(
     mine = shard(images, *shard_spec)
     if preset is not None and config is not None:
         raise SinDiffusionError("give either a preset or a config, not both.")
-    base = config if config is not None else preset_config(preset or "fast")
+    base = config if config is not None else preset_config(preset or "fast", minutes)
     target = steps if steps is not None else base.train.steps
     runs = Path(runs)
     failed: dict[str, str] = {}

@@ -504,7 +504,7 @@ def train(
                 f"{out} already holds a run; add --resume to go on with it, or give another "
                 "--out (a new run would write over it)."
             )
-        cfg = config.copy() if config is not None else preset_config(preset or "fast")
+        cfg = config.copy() if config is not None else preset_config(preset or "fast", minutes)
         if max_size is not None:
             cfg.train.max_size = max_size
         img = _training_images(image, cfg)

@@ -172,7 +172,7 @@ def training_kwargs(args: argparse.Namespace) -> dict:
         )
     config: Config | None = load_config(args.config) if args.config else None
     if args.init is not None:
-        config = config or preset(args.preset or "fast")
+        config = config or preset(args.preset or "fast", args.minutes)
         config.train.init = None if args.init == "random" else args.init
     return {
         "preset": args.preset if config is None else None,

@@ -108,8 +108,9 @@ def build_app(
     training = OneAtATime()
     current: dict[str, TrainingJob] = {}
 
-    def with_max_size(max_size: Any) -> Config:
-        cfg = Config.from_dict(base.to_dict())
+    def with_max_size(max_size: Any, minutes: float | None = None) -> Config:
+        # The preset for this budget (short runs train on smaller crops); a given config as is.
+        cfg = Config.from_dict((base if custom else preset("fast", minutes)).to_dict())
         cfg.train.max_size = _whole(max_size, "the long side", MIN_SIDE, 2048)
         return cfg
 
@@ -125,14 +126,14 @@ def build_app(
 
     @_page_errors
     def run_training(path, kind, amount, seed, max_size):
-        cfg = with_max_size(max_size)
-        img = check_upload(path, cfg, max_upload_mb)
         if kind == "minutes":
             minutes, steps = float(amount or 0), None
             if not 0 < minutes <= 24 * 60:
                 raise SinDiffusionError("minutes must be between 0 and 1440.")
         else:
             minutes, steps = None, _whole(amount, "steps", 1, 10**6)
+        cfg = with_max_size(max_size, minutes)
+        img = check_upload(path, cfg, max_upload_mb)
         seed = _whole(seed, "the seed", 0, 2**31 - 1)
         training.claim()
         try:
