@@ -102,7 +102,7 @@ class PatchConfig:
                 raise SinDiffusionError(
                     f"prior is {self.prior}; give one std or a (vertical, horizontal) pair."
                 )
-        if self.prior is not None and (self.prior == 0 or min(self.prior_pair) <= 0):
+        if self.prior is not None and min(self.prior_pair) <= 0:
             raise SinDiffusionError(
                 f"prior is {self.prior}; give positive stds (or None for no prior)."
             )
