@@ -189,6 +189,51 @@ def test_the_patch_settings_reach_the_closed_form_denoiser_and_change_the_layout
     assert (a - b).abs().mean() > 1e-3  # the nearest patch alone draws other layouts
 
 
+def test_a_prior_per_call_is_the_model_built_with_it_and_leaves_the_model_as_it_was(hybrid_model):
+    from sindiffusion.config import PatchConfig
+
+    before = hybrid_model.patch.cfg
+    wide = hybrid_model.sample(n=1, seed=3, prior=0.2)
+    assert torch.equal(
+        wide, variant(hybrid_model, patch=PatchConfig(prior=0.2)).sample(n=1, seed=3)
+    )
+    assert not torch.equal(wide, hybrid_model.sample(n=1, seed=3, prior=0.01))
+    assert hybrid_model.patch.cfg == before  # nothing kept from the call
+    with pytest.raises(SinDiffusionError, match="prior"):
+        hybrid_model.sample(n=1, prior=-0.1)
+
+
+def test_a_prior_for_a_model_without_a_layout_stage_is_refused(tmp_path):
+    from sindiffusion.cli import main
+
+    plain = sindiffusion.train(natural_tensor(), config=tiny_config(), steps=1, progress=False)
+    with pytest.raises(SinDiffusionError, match="no closed-form layout stage"):
+        plain.sample(n=1, prior=0.1)
+    plain.save(tmp_path / "run")
+    args = ["sample", str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--prior", "0.1"]
+    assert main(args) == 2
+
+
+def test_cli_prior_flag_matches_the_api(hybrid_model, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from sindiffusion.cli import main
+    from sindiffusion.image import to_uint8
+
+    hybrid_model.save(tmp_path / "run")
+    args = ["sample", str(tmp_path / "run"), "--n", "1", "--seed", "2", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "wide"), "--prior", "0.2"]) == 0
+    got = np.asarray(Image.open(tmp_path / "wide" / "sample-000.png"))
+    want = to_uint8(hybrid_model.sample(n=1, seed=2, prior=0.2))[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(got, want)
+    assert main([*args, "--out", str(tmp_path / "bad"), "--prior", "0"]) == 2
+    assert "--prior" in capsys.readouterr().err  # argparse: not a positive number
+    # The applications keep their own layouts: no --prior there.
+    outpaint = ["outpaint", str(tmp_path / "run"), "--out", str(tmp_path / "o"), "--prior", "0.2"]
+    assert main(outpaint) == 2
+
+
 def test_impossible_hybrid_settings_get_a_one_line_error(hybrid_model):
     from sindiffusion.config import PatchConfig
 

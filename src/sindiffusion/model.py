@@ -11,6 +11,7 @@ Sizes are (height, width), as tensors are laid out (the command line writes WIDT
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import os
 from collections.abc import Callable
@@ -166,6 +167,7 @@ class SinDiffusion:
         autoguidance: float | None = None,
         tile: bool | None = None,
         mirror: str | None = None,
+        prior: float | tuple[float, float] | None = None,
         seed: int = 0,
         generator: torch.Generator | None = None,
         guide: Guide | None = None,
@@ -183,8 +185,10 @@ class SinDiffusion:
         to this sigma and finished by the network, 0 = mid-path at `hybrid_sigma`;
         autoguidance: weight of the push away from the run's starting weights (0 = off; an
         error for a run from random weights); tile: a seamless texture (the canvas wraps
-        around); mirror: symmetric along "x", "y" or "xy". None = the config's
-        (`config.sampling`).
+        around); mirror: symmetric along "x", "y" or "xy"; prior: std, in image sides, of how
+        far from its own place the layout stage takes each patch (`PatchConfig.prior`): larger
+        gives more varied, less faithful layouts (a model without a layout stage refuses
+        it). None = the config's (`config.sampling`).
         seed or generator: the same seed and arguments give the same images;
         guide: a function wrapping the denoiser, e.g. `guidance.guide(class_name="volcano")`;
         callback(info) after every sampler step; progress: a progress bar.
@@ -199,10 +203,21 @@ class SinDiffusion:
             tile=tile,
             mirror=mirror,
         )
-        plan = build_plan(self.parts, opts, guide=guide)
+        plan = build_plan(self._parts_with(prior), opts, guide=guide)
         if generator is None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
         return run(plan, n, (h, w), generator, self.device, callback=callback, progress=progress)
+
+    def _parts_with(self, prior: float | tuple[float, float] | None) -> Parts:
+        """`parts`, the layout stage's position prior replaced by `prior` (None: as it is)."""
+        if prior is None:
+            return self.parts
+        if self.patch is None:
+            raise SinDiffusionError(
+                "this model has no closed-form layout stage (it samples with its network "
+                "alone), so a position prior changes nothing; leave prior unset."
+            )
+        return dataclasses.replace(self.parts, patch=self.patch.with_knobs(prior=prior))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write this model as a run folder; returns the checkpoint file's path."""

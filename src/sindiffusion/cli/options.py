@@ -70,9 +70,12 @@ def add_model_source(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_sampling(p: argparse.ArgumentParser, what: str | None = "samples") -> None:
+def add_sampling(
+    p: argparse.ArgumentParser, what: str | None = "samples", prior: bool = False
+) -> None:
     """The sampling options of `SinDiffusion.sample`, shared by `sample`, `sample-many` and
-    every application; `what` names the results --n counts (None: no --n)."""
+    every application; `what` names the results --n counts (None: no --n); `prior`: add
+    --prior (`sample` and `sample-many`: the applications keep their own layouts)."""
     g = p.add_argument_group("sampling")
     if what is not None:
         g.add_argument(
@@ -114,6 +117,15 @@ def add_sampling(p: argparse.ArgumentParser, what: str | None = "samples") -> No
     g.add_argument(
         "--mirror", choices=("x", "y", "xy"), help="symmetric left-right (x), up-down (y) or both"
     )
+    if prior:
+        g.add_argument(
+            "--prior",
+            type=positive_float,
+            metavar="STD",
+            help="how far from its own place, in image sides (std), the layout stage takes "
+            "each patch: larger gives more varied, less faithful layouts (default: the run's; "
+            "fast 0.035; 0.1 moves the horizon of a sky-over-field scene)",
+        )
     add_device(g)
     add_guidance(p)
 
@@ -198,6 +210,7 @@ def sampling_kwargs(args: argparse.Namespace) -> dict:
         "autoguidance": args.autoguidance,
         "tile": args.tile,
         "mirror": args.mirror,
+        "prior": getattr(args, "prior", None),  # only sample and sample-many have --prior
     }
     return {k: v for k, v in kwargs.items() if v is not None}
 
