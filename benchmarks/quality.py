@@ -5,7 +5,9 @@ score them with `metrics.score` against the image; score each comparison folder 
 per image, `n.png` beside `n.jpg`) the same way. Writes to the output folder:
 
 - ``table.md``: method x metric, mean ± std over images, training minutes and seconds per sample;
-- ``per_image.csv``: one row per (method, image);
+- ``per_image.csv``: one row per (method, image), with the image's texture share;
+- ``diversity.png``: our per-image pixel diversity against the image's texture share (the
+  diversity that redrawing only detail finer than 8 px would give; see `texture_share`);
 - ``contact.png``: one row per image: real | 3 of our samples | each comparison method;
 - ``scores/``: one JSON per (method, image), so an interrupted run resumes where it stopped;
 - ``samples/``: our samples as PNGs.
@@ -54,7 +56,7 @@ from sindiffusion.image import (
     to_uint8,
 )
 from sindiffusion.image import list_images as image_files
-from sindiffusion.metrics import match_sizes, score
+from sindiffusion.metrics import match_sizes, score, texture_share
 from sindiffusion.report import markdown_table, mean_std
 
 DEFAULT_DATA = "../shared/data/places50"
@@ -63,6 +65,7 @@ DEFAULT_COMPARE = ("singan", "gpnn", "gpdm")
 # Places50 halves: settings are tuned on the first, figures reported on the second (issue #28).
 SPLITS = {"tune": "1-25", "report": "26-50"}
 CONTACT_SAMPLES = 3  # our samples per contact-sheet row
+DIVERSITY_FLOOR = 0.35  # issue #28's per-image pixel diversity target
 
 # Table columns: (key, header); arrows say which direction is better.
 COLUMNS = (
@@ -166,16 +169,22 @@ def format_table(records: dict[str, dict[str, dict]], images: Sequence[str] | No
     ).rstrip("\n")
 
 
-def write_csv(records: dict[str, dict[str, dict]], path: Path) -> None:
-    """One row per (method, image): every metric, training minutes, seconds per sample."""
+def write_csv(
+    records: dict[str, dict[str, dict]], path: Path, shares: dict[str, float] | None = None
+) -> None:
+    """One row per (method, image): every metric, training minutes, seconds per sample, and
+    the image's texture share (`shares`: image stem -> `texture_share`; a property of the real
+    image, the same on every method's row)."""
     keys = [k for k, _ in COLUMNS]
+    shares = shares or {}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["method", "image", "n_fakes", *keys])
+    writer.writerow(["method", "image", "n_fakes", *keys, "texture_share"])
     for name, per_image in records.items():
         for stem, r in per_image.items():
             vals = [r.get(k) if k.startswith(("train_", "sample_")) else r["scores"].get(k)
                     for k in keys]  # fmt: skip
+            vals.append(shares.get(stem))
             writer.writerow(
                 [name, stem, r.get("n_fakes", "")] + ["" if v is None else f"{v:.6g}" for v in vals]
             )
@@ -395,10 +404,12 @@ def run(args: argparse.Namespace) -> int:
     methods = build_methods(args)
     score_dir = out / "scores" / args.backbone
     records: dict[str, dict[str, dict]] = {m.name: {} for m in methods}
+    shares: dict[str, float] = {}
     t_start = time.perf_counter()
     for i, path in enumerate(files, 1):
         stem = path.stem
         real = load_image(path, max_size=args.max_size)
+        shares[stem] = texture_share(real)
         h, w = real.shape[-2:]
         print(f"[{i}/{len(files)}] {path.name} ({w}x{h})", flush=True)
         for m in methods:
@@ -418,12 +429,15 @@ def run(args: argparse.Namespace) -> int:
             )
     print(f"done in {(time.perf_counter() - t_start) / 60:.1f} min")
 
-    table = _report(records, files, args)
+    table = _report(records, files, args) + diversity_section(records, shares)
     atomic_write(out / "table.md", lambda tmp: Path(tmp).write_text(table))
-    write_csv(records, out / "per_image.csv")
+    write_csv(records, out / "per_image.csv", shares)
     _write_contact(methods, files, out)
+    wrote = [out / "table.md", out / "per_image.csv", out / "contact.png"]
+    if plot_diversity(records, shares, out / "diversity.png"):
+        wrote.append(out / "diversity.png")
     print(table)
-    print(f"wrote {out / 'table.md'}, {out / 'per_image.csv'} and {out / 'contact.png'}")
+    print(f"wrote {', '.join(map(str, wrote))}")
     return 0
 
 
@@ -458,6 +472,67 @@ def _report(records: dict[str, dict[str, dict]], files: Sequence[Path], args) ->
             format_table(records, images=common),
         ]
     return "\n".join(parts) + "\n"
+
+
+def _diversities(records: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
+    """Method name -> image stem -> pixel diversity, for the methods that have one (ours)."""
+    out = {}
+    for name, per_image in records.items():
+        divs = {s: r["scores"].get("pixel_diversity") for s, r in per_image.items()}
+        divs = {s: d for s, d in divs.items() if d is not None}
+        if divs:
+            out[name] = divs
+    return out
+
+
+def diversity_section(records: dict[str, dict[str, dict]], shares: dict[str, float]) -> str:
+    """Markdown: for each method with a diversity, the images below `DIVERSITY_FLOOR`, each
+    with its texture share (low shares explain low diversities: see `texture_share`)."""
+    parts = []
+    for name, divs in _diversities(records).items():
+        low = sorted((d, s) for s, d in divs.items() if d < DIVERSITY_FLOOR)
+        listed = ", ".join(f"{s}: {d:.2f} (texture share {shares[s]:.2f})" for d, s in low)
+        parts.append(
+            f"{name}: {len(low)} of {len(divs)} images below pixel diversity {DIVERSITY_FLOOR}"
+            + (f": {listed}" if low else "")
+            + "."
+        )
+    return "\n" + "\n\n".join(parts) + "\n" if parts else ""
+
+
+def plot_diversity(
+    records: dict[str, dict[str, dict]], shares: dict[str, float], path: Path
+) -> bool:
+    """Draw our per-image pixel diversity against each image's texture share into `path`
+    (PNG), the `DIVERSITY_FLOOR` as a line and each point labelled with its image; False
+    (nothing drawn) when no method has a diversity."""
+    divs = _diversities(records)
+    if not divs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, per_image in divs.items():
+        stems = sorted(per_image, key=lambda s: natural_key(Path(s)))
+        xs, ys = [shares[s] for s in stems], [per_image[s] for s in stems]
+        ax.plot(xs, ys, "o", ms=4, label=name)
+        for s, x, y in zip(stems, xs, ys, strict=True):
+            ax.annotate(s, (x, y), fontsize=7, xytext=(3, 2), textcoords="offset points")
+    highest = max(max(d.values()) for d in divs.values())
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="diversity = texture share")
+    ax.axhline(DIVERSITY_FLOOR, color="#c0392b", lw=0.8, ls=":", label=f"{DIVERSITY_FLOOR} floor")
+    ax.set_xlim(0, max(shares.values()) * 1.1)
+    ax.set_ylim(0, max(0.8, 1.1 * highest))
+    ax.set_xlabel("texture share of the image (detail finer than 8 px)")
+    ax.set_ylabel("pixel diversity of our samples ↑")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+    return True
 
 
 def _write_contact(methods: Sequence[Method], files: Sequence[Path], out: Path) -> None:

@@ -111,6 +111,11 @@ def test_end_to_end_tiny_run_resumes_from_cache(tmp_path, capsys):
         ("other", "1", "1"),
     ]
     assert rows[2]["pixel_diversity"] == "" and float(rows[0]["pixel_diversity"]) > 0
+    # The texture share belongs to the image: the same on both methods' rows of image 1.
+    assert rows[0]["texture_share"] == rows[2]["texture_share"]
+    assert 0 < float(rows[0]["texture_share"]) < 1
+    assert "ours (fast, 2 steps): " in table and "below pixel diversity 0.35" in table
+    assert Image.open(out / "diversity.png").size[0] > 300
     assert (cache / "fast-2steps" / "1" / "checkpoint.safetensors").exists()
     # Two rows (images) of four 64x48 cells (real | 2 samples | other), 4 px apart, under an
     # 18 px header.

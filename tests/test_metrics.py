@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sindiffusion.errors import SinDiffusionError
 from sindiffusion.image import load_image
 from sindiffusion.metrics import (
     InceptionWeightsMissing,
@@ -25,6 +26,7 @@ from sindiffusion.metrics import (
     patch_swd,
     pixel_diversity,
     score,
+    texture_share,
 )
 from sindiffusion.metrics.backbones import INCEPTION_WEIGHTS_ENV, inception_state_keys
 from sindiffusion.metrics.sifid import sifid, sqrtm_psd
@@ -236,6 +238,30 @@ def test_pixel_diversity_is_relative_to_the_image_std():
     real = torch.tensor([-0.5, 0.5]).repeat(3, 2, 1)  # std 0.5
     fakes = torch.stack([torch.full((3, 2, 2), -0.1), torch.full((3, 2, 2), 0.1)])  # std 0.1
     assert pixel_diversity(real, fakes) == pytest.approx(0.2)
+
+
+def test_texture_share_is_low_for_even_regions_and_high_for_fine_detail():
+    torch.manual_seed(0)
+    halves = torch.zeros(3, 48, 48)
+    halves[:, :24] = 0.8  # a "sky" above a "field": all contrast is layout
+    assert texture_share(torch.zeros(3, 16, 16)) == 0.0
+    # At a 2 px scale only the horizon's few rows count as detail (a 48 px image is too
+    # small for the default 8 px: the horizon's blur would cover most of it).
+    assert texture_share(halves, scale=2.0) < 0.12
+    noise = torch.rand(3, 48, 48) * 2 - 1  # all contrast is detail
+    assert texture_share(noise, scale=2.0) == pytest.approx(1.0, abs=0.08)
+    # The same field with fine texture added: more of its contrast is detail.
+    textured = halves + 0.3 * (torch.rand(3, 48, 48) * 2 - 1)
+    assert 0.3 < texture_share(textured, scale=2.0) < 0.6
+    # A wider blur counts coarser structure as detail.
+    assert texture_share(halves, scale=2.0) < texture_share(halves, scale=8.0)
+
+
+def test_texture_share_refuses_a_batch_and_a_bad_scale(real):
+    with pytest.raises(SinDiffusionError, match="one image"):
+        texture_share(real[None])
+    with pytest.raises(SinDiffusionError, match="positive blur width"):
+        texture_share(real, scale=0)
 
 
 # --------------------------------------------------------------------------- patch metrics

@@ -11,7 +11,7 @@ from sindiffusion.metrics.backbones import (
     imagenet_classes,
     inception_stem,
 )
-from sindiffusion.metrics.diversity import lpips_e, pixel_diversity
+from sindiffusion.metrics.diversity import lpips_e, pixel_diversity, texture_share
 from sindiffusion.metrics.evaluate import METRICS, match_sizes, score
 from sindiffusion.metrics.patches import copy_fraction, copy_score, patch_nn_distance, patch_swd
 from sindiffusion.metrics.sifid import frechet_distance
@@ -42,5 +42,6 @@ __all__ = [
     "pixel_diversity",
     "score",
     "seam_score",
+    "texture_share",
     "tile_seam_score",
 ]

@@ -39,6 +39,42 @@ def pixel_diversity(real: torch.Tensor, fakes: torch.Tensor) -> float:
     return (spread / real.double().std(correction=0).clamp(min=1e-12)).item()
 
 
+def texture_share(real: torch.Tensor, scale: float = 8.0) -> float:
+    """How much of an image's contrast lies in detail finer than `scale` px: the local RMS of
+    the image minus its Gaussian blur (std `scale` px), averaged over pixels and channels,
+    divided by the std of the image's values (as `pixel_diversity` divides).
+
+    It is about the pixel diversity of samples that keep the image's layout at `scale` px and
+    redraw everything finer: each pixel then varies over samples as the detail around it
+    does. A scene of large even regions (sky above a field) scores low, and only samples that
+    move its regions score a higher diversity. `real` `(3, H, W)` in [-1, 1]; 0 for a flat
+    image; a few tenths for photos (Places50: 0.13-0.61).
+    """
+    if real.dim() != 3:
+        raise SinDiffusionError(
+            f"texture_share takes one image (3, H, W), not {tuple(real.shape)}."
+        )
+    if not scale > 0:
+        raise SinDiffusionError(f"scale is {scale}; give a positive blur width in px.")
+    x = real.double()
+    detail = x - _blur(x, scale)
+    local_rms = _blur(detail.square(), scale).clamp(min=0).sqrt()
+    return (local_rms.mean() / x.std(correction=0).clamp(min=1e-12)).item()
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (C, H, W) with std `sigma` px, edges replicated."""
+    radius = max(1, int(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    g = g / g.sum()
+    c = x.shape[0]
+    y = torch.nn.functional.pad(x[None], (radius,) * 4, mode="replicate")
+    y = torch.nn.functional.conv2d(y, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    y = torch.nn.functional.conv2d(y, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return y[0]
+
+
 def _unit_normalize(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     """Divide each spatial position's feature vector by its L2 norm over channels (LPIPS)."""
     return f / (f.square().sum(dim=1, keepdim=True).sqrt() + eps)
