@@ -38,6 +38,16 @@ CHROMIUM_ARGS = [
 
 
 # --- server-side checks, no browser --------------------------------------------------------------
+def test_the_layout_spread_field_is_checked_on_the_server():
+    from sindiffusion.ui.page import _spread
+
+    assert _spread(0) is None and _spread("") is None and _spread(None) is None  # the run's
+    assert _spread(0.1) == 0.1 and _spread("0.2") == 0.2
+    for bad in (-0.1, 0.25, "wide"):
+        with pytest.raises(SinDiffusionError, match="the layout spread must be"):
+            _spread(bad)
+
+
 def test_run_names_are_made_and_checked_on_the_server(tmp_path):
     store = RunStore(tmp_path / "runs")
     run = store.new_run("../../etc/My Photo!.png")
@@ -134,7 +144,10 @@ def server(tmp_path_factory):
     pytest.importorskip("gradio", reason="the web page needs gradio (pip install gradio)")
     tmp = tmp_path_factory.mktemp("ui")
     config = tmp / "tiny.json"
-    config.write_text(tiny_config(steps=40, max_size=48).to_json())
+    cfg = tiny_config(steps=40, max_size=48)
+    # With the closed-form layout stage, as the fast preset samples, so the layout spread acts.
+    cfg.sampling.hybrid_sigma, cfg.sampling.sampler, cfg.sampling.steps = 0.7, "heun", 6
+    config.write_text(cfg.to_json())
     port = _free_port()
     env = dict(
         os.environ,
@@ -235,6 +248,20 @@ def test_page_end_to_end(browser, server):
         "sample-003.png",
     ]
     assert Image.open(out / "sample-000.png").size == (64, 36)
+    # A wider layout spread: other layouts, in a folder of their own.
+    assert "layout spread 0.05" in page.inner_text("#run-info")
+    page.locator("#spread input[type=number]").fill("0.2")
+    page.locator("#spread input[type=number]").press("Enter")
+    page.click("#sample-btn")
+    spread = run / "samples" / "64x36-seed3-n4-spread0.2"
+    deadline = time.monotonic() + 30
+    while not (spread / "grid.png").exists():
+        assert time.monotonic() < deadline, _toasts(page)
+        time.sleep(0.2)
+    a, b = (np.asarray(Image.open(d / "sample-000.png")) for d in (out, spread))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    page.locator("#spread input[type=number]").fill("0")
+    page.locator("#spread input[type=number]").press("Enter")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui-samples.png"), full_page=True)
 

@@ -35,6 +35,7 @@ from .runs import (
 CONFIG_ENV = "SINDIFFUSION_UI_CONFIG"  # a config JSON used instead of the fast preset (tests)
 MAX_SAMPLE_SIDE = 1024  # the page is for one laptop; bigger samples belong to the CLI
 MAX_SAMPLES = 16
+MAX_SPREAD = 0.2  # the layout spread slider's end: beyond it layouts lose the scene
 CACHE_DIR = ".gradio"  # gradio's upload/download cache, inside the runs folder
 
 
@@ -88,6 +89,18 @@ def _whole(value: Any, name: str, lo: int, hi: int) -> int:
     if not lo <= v <= hi:
         raise SinDiffusionError(f"{name} must be between {lo} and {hi}.")
     return v
+
+
+def _spread(value: Any) -> float | None:
+    """The layout spread field: a position prior std in (0, MAX_SPREAD], or None for 0 (the
+    run's own); a one-sentence error otherwise."""
+    try:
+        v = float(value or 0)
+    except (TypeError, ValueError):
+        raise SinDiffusionError("the layout spread must be a number.") from None
+    if not 0 <= v <= MAX_SPREAD:
+        raise SinDiffusionError(f"the layout spread must be between 0 and {MAX_SPREAD:g}.")
+    return v or None
 
 
 def build_app(
@@ -171,17 +184,19 @@ def build_app(
         model = store.model(name, device)
         h, w = model.size
         run_dir = store.path(name)
+        prior = model.config.sampling.patch.prior
         info = (
             f"**{name}** · preset {model.config.preset} · {model.step} steps · "
             f"training image {w}x{h} px · sampler {model.config.sampling.sampler} "
             f"({model.config.sampling.steps} steps)"
+            + (f" · layout spread {prior}" if model.patch is not None else "")
         )
         return info, _latest_preview(run_dir), str(run_dir / CHECKPOINT)
 
     tracker = gr.Progress()  # gradio shows a progress bar for a handler with one as default
 
     @_page_errors
-    def make_samples(name, width, height, n, seed, cls, text, scale, progress=tracker):
+    def make_samples(name, width, height, n, seed, spread, cls, text, scale, progress=tracker):
         model = store.model(name, device)
         h0, w0 = model.size
         w = _whole(width, "the width", 0, MAX_SAMPLE_SIDE) or w0
@@ -192,10 +207,17 @@ def build_app(
             )
         n = _whole(n, "the number of samples", 1, MAX_SAMPLES)
         seed = _whole(seed, "the seed", 0, 2**31 - 1)
+        prior = _spread(spread)
         steer, tag = guided(model, cls, text, scale, seed)
         images = model.sample(
-            n=n, size=(h, w), seed=seed, guide=steer, callback=_ticker(progress, n, model)
+            n=n,
+            size=(h, w),
+            seed=seed,
+            prior=prior,
+            guide=steer,
+            callback=_ticker(progress, n, model),
         )
+        tag = (f"-spread{prior:g}" if prior else "") + tag
         return _write_gallery(
             images, store.path(name) / "samples" / f"{w}x{h}-seed{seed}-n{n}{tag}"
         )
@@ -293,6 +315,17 @@ def build_app(
                     count = gr.Slider(1, MAX_SAMPLES, value=4, step=1, label="samples")
                     sample_seed = gr.Number(0, precision=0, label="seed", minimum=0)
                 with gr.Row():
+                    spread = gr.Slider(
+                        0,
+                        MAX_SPREAD,
+                        value=0,
+                        step=0.005,
+                        label="layout spread (0 = the run's)",
+                        info="how far the layout stage may move patches from their place: "
+                        "larger gives more varied, less faithful layouts",
+                        elem_id="spread",
+                    )
+                with gr.Row():
                     sample_btn = gr.Button("Generate", variant="primary", elem_id="sample-btn")
                     grid_dl = gr.DownloadButton("download grid", elem_id="download-grid")
                 gallery = gr.Gallery(
@@ -327,7 +360,7 @@ def build_app(
             apps_tab.select(fn, run, editor)
         sample_btn.click(
             make_samples,
-            [run, width, height, count, sample_seed, *guide_fields],
+            [run, width, height, count, sample_seed, spread, *guide_fields],
             [gallery, grid_dl],
         )
     return app
