@@ -355,6 +355,16 @@ def _(ws):
     return expect_error(ws, _sample(ws, "--steps", "-3"), "must be at least 1")
 
 
+@case("sizes and options", "--prior 0", "usage error: must be positive")
+def _(ws):
+    return expect_error(ws, _sample(ws, "--prior", "0"), "must be positive")
+
+
+@case("sizes and options", "--prior 0.1 for a run without a layout stage", "error: changes nothing")
+def _(ws):
+    return expect_error(ws, _sample(ws, "--prior", "0.1"), "no closed-form layout stage")
+
+
 @case("sizes and options", "--sampler euler_magic", "error: unknown sampler")
 def _(ws):
     return expect_error(ws, _sample(ws, "--sampler", "euler_magic"), "unknown sampler")
