@@ -139,6 +139,10 @@ def test_sample_many_writes_k_samples_per_run(folder, config_file, tmp_path, cap
         files = sorted(p.name for p in (out / name).glob("sample-*.png"))
         assert files == ["sample-000.png", "sample-001.png", "sample-002.png"]
         assert Image.open(out / name / "sample-000.png").size == (40, 24)
+    # --prior reaches each run's sample(): these tiny runs have no layout stage to change.
+    capsys.readouterr()
+    assert main(["sample-many", str(runs), "--out", str(tmp_path / "p"), "--prior", "0.1"]) == 2
+    assert "no closed-form layout stage" in capsys.readouterr().err
 
 
 def test_a_bad_image_is_reported_and_the_others_still_train(folder, config_file, tmp_path, capsys):

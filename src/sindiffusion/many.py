@@ -267,7 +267,7 @@ def sample_many(
 ) -> list[Path]:
     """Draw `n` samples from every run in `runs` into `out/<run-name>/sample-NNN.png` (and
     grid.png); `sample_kwargs` go to `SinDiffusion.sample` (size, scale, steps, sampler,
-    candidates, renoise, autoguidance, seed). guidance: keyword arguments of
+    candidates, renoise, autoguidance, prior, seed). guidance: keyword arguments of
     `guidance.guide` (e.g. {"class_name": "lakeside"}), built afresh for each run, so each
     run's samples are those it would give alone. Returns the output folders."""
     folders = []
