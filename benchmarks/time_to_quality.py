@@ -225,7 +225,7 @@ def main(argv=None) -> None:
         rows = [("default", None, min(args.k, 4))]
         rows += [
             (sampler, int(steps), min(args.k, 4))
-            for sampler in ("dpmpp_2m", "heun", "ddim", "ddpm")
+            for sampler in ("dpmpp_2m", "heun", "euler", "ddpm")
             for steps in args.sampler_steps.split(",")
         ]
         if args.ddpm_steps > 0:

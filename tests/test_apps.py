@@ -36,7 +36,7 @@ from sindiffusion.guidance import (
 )
 from sindiffusion.image import from_uint8, load_mask, to_uint8
 from sindiffusion.samplers import SAMPLERS, get_sampler, resampled
-from sindiffusion.sampling import start_at
+from sindiffusion.schedules import start_at
 
 
 @pytest.fixture(scope="module")

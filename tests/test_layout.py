@@ -11,7 +11,8 @@ from conftest import natural_tensor, tiny_config
 import sindiffusion
 from sindiffusion import SinDiffusion
 from sindiffusion.errors import SinDiffusionError
-from sindiffusion.layout import Hybrid, layout_cut, layout_mismatch, split_sigmas
+from sindiffusion.layout import Hybrid, layout_cut, layout_mismatch
+from sindiffusion.schedules import split_sigmas
 
 
 def test_mismatch_is_zero_for_the_image_and_grows_with_foreign_or_missing_content():
@@ -111,15 +112,15 @@ def test_cli_candidates_flag_matches_the_api(hybrid_model, tmp_path):
     assert not np.array_equal(three, np.asarray(Image.open(tmp_path / "one" / "sample-000.png")))
 
 
-def test_hybrid_routes_each_row_by_its_noise_level_and_the_shift_to_the_layout_only():
+def test_hybrid_routes_each_row_by_its_noise_level_with_its_extra_arguments():
     seen = {}
 
     def layout(x, sigma, shift=None):
         seen["layout"] = (x.shape[0], shift)
         return torch.full_like(x, 1.0)
 
-    def network(x, sigma):
-        seen["network"] = x.shape[0]
+    def network(x, sigma, **extra):  # the contract: extras it does not read are passed too
+        seen["network"] = (x.shape[0], extra.get("shift"))
         return torch.full_like(x, -1.0)
 
     hyb = Hybrid(network, layout, switch=0.7)
@@ -128,6 +129,7 @@ def test_hybrid_routes_each_row_by_its_noise_level_and_the_shift_to_the_layout_o
     out = hyb(x, torch.tensor([5.0, 0.1, 0.7]), shift=shift)  # above, below, at the switch
     assert out[0].eq(1).all() and out[1:].eq(-1).all()
     assert seen["layout"][0] == 1 and torch.equal(seen["layout"][1], shift[:1])
+    assert seen["network"][0] == 3 and torch.equal(seen["network"][1], shift)
     assert hyb(x, 2.0, shift=shift).eq(1).all() and seen["layout"][0] == 3
     assert hyb(x, 0.1).eq(-1).all()
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from sindiffusion.config import DiffusionConfig, ModelConfig
-from sindiffusion.diffusion import Denoiser, ddpm_sigmas, karras_sigmas, network_sigmas
+from sindiffusion.diffusion import Denoiser
 from sindiffusion.errors import SinDiffusionError
 from sindiffusion.guidance import clipped
 from sindiffusion.samplers import SAMPLERS, get_sampler
+from sindiffusion.schedules import ddpm_sigmas, karras_sigmas, network_sigmas
 from sindiffusion.unet import UNet
 
 

@@ -166,6 +166,81 @@ class SamplingConfig:
             self.patch = PatchConfig(**self.patch)
 
 
+def _option(help: str, kind: str, **cli: Any) -> Any:
+    """A `SamplingOptions` field: None by default, its command-line help and kind in metadata."""
+    return field(default=None, metadata={"help": help, "kind": kind, **cli})
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """The options one sampling call may change, for `SinDiffusion.sample`, every
+    application, the command line and the web page; None keeps the model's setting (its
+    `SamplingConfig`). The command line makes one flag per field from its metadata: `help`,
+    and `kind` (count: a whole number >= 1; level: a number >= 0; std: a number > 0; flag;
+    choice, with `choices`; sampler: a sampler's name); `apps` False keeps it off the
+    applications' commands."""
+
+    steps: int | None = _option(
+        "sampler steps; below the layout switch for a split schedule", "count"
+    )
+    sampler: str | None = _option("the sampler", "sampler")
+    candidates: int | None = _option(
+        "layouts drawn per result by a hybrid model, the one closest to the image's coarse "
+        "patches kept (applications: 1 unless given)",
+        "count",
+    )
+    renoise: float | None = _option(
+        "hybrid models: noise each closed-form layout afresh to SIGMA and finish it with the "
+        "network; 0 hands over mid-path instead (applications: 0 unless given)",
+        "level",
+        metavar="SIGMA",
+    )
+    autoguidance: float | None = _option(
+        "weight of the push away from the run's starting weights at low noise levels; 0 turns "
+        "it off and saves a network pass per guided level",
+        "level",
+        metavar="W",
+    )
+    tile: bool | None = _option("a seamless texture: the canvas wraps around", "flag")
+    mirror: str | None = _option(
+        "symmetric left-right (x), up-down (y) or both", "choice", choices=("x", "y", "xy")
+    )
+    prior: float | tuple[float, float] | None = _option(
+        "how far from its own place, in image sides (std; or a (vertical, horizontal) pair), "
+        "the layout stage takes each patch: larger gives more varied, less faithful layouts "
+        "(fast 0.035; 0.1 moves the horizon of a sky-over-field scene)",
+        "std",
+        metavar="STD",
+        apps=False,
+    )
+
+    @classmethod
+    def of(cls, options: SamplingOptions | None = None, **overrides: Any) -> SamplingOptions:
+        """`options` (default: none set) with the keyword `overrides` that are not None; an
+        unknown keyword is a one-sentence `SinDiffusionError`."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise SinDiffusionError(
+                f"unknown sampling option {', '.join(unknown)}; use {', '.join(names)}."
+            )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(options if options is not None else cls(), **given)
+
+    def filled(self, **defaults: Any) -> SamplingOptions:
+        """These options with `defaults` for the fields that are not set."""
+        unset = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **unset)
+
+    def given(self) -> dict[str, Any]:
+        """The fields that are set, as keyword arguments."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None
+        }
+
+
 @dataclass
 class TrainConfig:
     """The optimisation loop (`trainer.py`)."""

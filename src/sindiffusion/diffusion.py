@@ -1,9 +1,9 @@
-"""The noise process: noise schedules, the network's preconditioning, and the training loss.
+"""The network as a denoiser: its preconditioning (eps or edm) and the training loss.
 
 Everything works in the sigma parameterisation of Karras et al. (EDM): a noisy image is
 `x = x0 + sigma * eps` with `x0` in [-1, 1]. A `Denoiser` wraps the UNet so that
-`denoiser(x, sigma) -> x0_hat` for both parameterisations (the denoiser contract every
-sampler, wrapper and application uses):
+`denoiser(x, sigma) -> x0_hat` for both parameterisations (`contract.Denoise`, the contract
+every sampler, wrapper and application uses; the schedules are in `schedules.py`):
 
 - ``eps`` (the paper): DDPM with T discrete steps and linear betas. The variance-preserving
   input is `x / sqrt(1 + sigma^2)`, the UNet sees the (fractional) timestep and predicts eps,
@@ -18,50 +18,16 @@ import torch
 import torch.nn as nn
 
 from .config import DiffusionConfig
+from .contract import sigma_rows
 from .device import autocast
+from .schedules import ddpm_sigmas
 from .unet import UNet
 
 
-def ddpm_sigmas(timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
-    """Noise levels (T,) of the linear-beta DDPM schedule, increasing with t."""
-    betas = torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
-    alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
-    return ((1 - alphas_cumprod) / alphas_cumprod).sqrt().float()
-
-
-def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
-    """`n` noise levels from sigma_max down to sigma_min, spaced as in Karras et al., then 0."""
-    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
-    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    sigmas = (hi + ramp * (lo - hi)) ** rho
-    return torch.cat([sigmas, sigmas.new_zeros(1)]).float()
-
-
-def sigma_range(cfg: DiffusionConfig, sigma_min: float, sigma_max: float) -> tuple[float, float]:
-    """The (lowest, highest) noise level a network trained with `cfg` samples from: eps, the
-    DDPM table's ends; edm, the sampling settings' `sigma_min` and `sigma_max`."""
-    if cfg.parameterization == "eps":
-        table = ddpm_sigmas(cfg.timesteps, cfg.beta_start, cfg.beta_end)
-        return float(table[0]), float(table[-1])
-    return sigma_min, sigma_max
-
-
-def network_sigmas(cfg: DiffusionConfig, steps: int, sigma_min: float, sigma_max: float):
-    """`steps` decreasing noise levels followed by 0, for a network trained with `cfg`.
-
-    eps: the discrete DDPM levels at evenly spaced timesteps (all T of them when steps = T);
-    edm: the Karras et al. schedule between sigma_min and sigma_max.
-    """
-    steps = max(1, int(steps))
-    if cfg.parameterization == "eps":
-        table = ddpm_sigmas(cfg.timesteps, cfg.beta_start, cfg.beta_end)
-        idx = torch.linspace(cfg.timesteps - 1, 0, steps).round().long()
-        return torch.cat([table[idx], torch.zeros(1)])
-    return karras_sigmas(steps, sigma_min, sigma_max)
-
-
 class Denoiser(nn.Module):
-    """`denoiser(x, sigma) -> x0_hat`: x (N, 3, H, W), sigma (N,) or a float; output float32."""
+    """The trained network as a denoiser (`contract.Denoise`): `denoiser(x, sigma, **extra)
+    -> x0_hat`, x (N, 3, H, W), sigma (N,) or a float, output float32. The network reads no
+    extra argument (the layout stage's `shift`, `grid_seed`), so it ignores them."""
 
     def __init__(
         self, unet: UNet, cfg: DiffusionConfig, bf16: bool = False, channels_last: bool = False
@@ -104,9 +70,8 @@ class Denoiser(nn.Module):
         c_in = 1 / (s**2 + sd**2).sqrt()
         return c_skip * x + c_out * self._net(c_in * x, 250.0 * sigma.log())
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
-        return self._denoise(x, sigma.expand(x.shape[0]))
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, **extra) -> torch.Tensor:
+        return self._denoise(x, sigma_rows(sigma, x))
 
     def loss(
         self,

@@ -30,11 +30,10 @@ from urllib.parse import urlparse
 import torch
 import torch.nn.functional as F
 
+from .contract import Denoise, Guide, sigma_rows
 from .errors import SinDiffusionError
 
-Denoise = Callable[..., torch.Tensor]  # (x, sigma, **extra) -> x0_hat
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
-Guide = Callable[[Denoise], Denoise]  # wraps a denoiser, e.g. in GradientGuidance
 
 DEFAULT_SCALE = 0.2  # GradientGuidance's scale: the RMS change of x0_hat per step
 
@@ -59,8 +58,8 @@ class Autoguidance:
     estimate becomes D + weight * (D - D_weak), D_weak a weaker network of the same shape and
     preconditioning (the `fast` preset: the `generic` weights the run started from, which know
     natural images but not this one). It pushes the detail further towards what the image
-    taught the network; each guided call costs a second network pass. Both denoisers take
-    (x, sigma) only; weight 0 returns the strong denoiser's output untouched.
+    taught the network; each guided call costs a second network pass. Weight 0 returns the
+    strong denoiser's output untouched.
     """
 
     def __init__(
@@ -69,17 +68,17 @@ class Autoguidance:
         self.denoiser, self.weak = denoiser, weak
         self.weight, self.sigmas = float(weight), (float(sigmas[0]), float(sigmas[1]))
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
-        sigma = sigma.expand(x.shape[0])
-        out = self.denoiser(x, sigma)
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **extra) -> torch.Tensor:
+        sigma = sigma_rows(sigma, x)
+        out = self.denoiser(x, sigma, **extra)
         if self.weight == 0:
             return out
         lo, hi = self.sigmas
         rows = (sigma >= lo) & (sigma <= hi)
         if rows.any():
             strong = out[rows]
-            out[rows] = strong + self.weight * (strong - self.weak(x[rows], sigma[rows]))
+            weak = self.weak(x[rows], sigma[rows], **{k: v[rows] for k, v in extra.items()})
+            out[rows] = strong + self.weight * (strong - weak)
         return out
 
 
@@ -90,7 +89,7 @@ class KnownRegion:
     The clean-image estimate is replaced by `known` outside the mask. A sampler then keeps the
     known region of x at `known + sigma * noise` (its own noise, carried from step to step), so
     the denoiser always sees the known region noised to the current level, and the final
-    sigma = 0 step returns the known pixels (bit-exact for ddpm, ddim and dpmpp_2m).
+    sigma = 0 step returns the known pixels (bit-exact for ddpm, euler and dpmpp_2m).
     """
 
     def __init__(self, denoiser: Denoise, known: torch.Tensor, mask: torch.Tensor):
@@ -155,10 +154,9 @@ class GradientGuidance:
     docstring). The gradient is normalised per image so that `scale` means the same for every
     score: the largest RMS change of x0_hat per step, in [-1, 1] pixel units. The sampler
     moves x by about (1 - sigma_next / sigma) of that change, so the total push is set by
-    `scale` and the range of sigma, not by the number of steps. Measured with the ImageNet
-    classifier (benchmarks/apps.py): 0.03-0.3 raises the target probability monotonically at
-    a bounded cost in fidelity; from about 0.5 on, the RMS-normalised gradient keeps pushing
-    at full strength after the class is reached and writes high-frequency classifier patterns.
+    `scale` and the range of sigma, not by the number of steps. Useful scales are 0.03-0.3;
+    from about 0.5 on, the normalised gradient keeps pushing at full strength after the
+    target is reached and writes high-frequency classifier patterns (docs/applications.md).
 
     score_fn: images (N, 3, H, W) in [-1, 1] -> (N,) scores, higher = more wanted;
     sigma_range: (lo, hi): guide only at noise levels lo <= sigma <= hi; elsewhere (and at
@@ -191,7 +189,7 @@ class GradientGuidance:
             x0 = d.detach().clamp(-1, 1).requires_grad_(True)
             (g,) = torch.autograd.grad(self.score_fn(x0).sum(), x0)
         g = g / g.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-12)
-        s = torch.as_tensor(sigma, dtype=d.dtype, device=d.device).reshape(-1, 1, 1, 1)
+        s = sigma_rows(sigma, d)[:, None, None, None]
         return d + self.scale * posterior_weight(s, self.sigma_data) * g
 
 

@@ -3,7 +3,6 @@ high noise, the network draws the detail below; several layouts can be drawn per
 the best kept.
 
 - `Hybrid` routes each denoiser call by its noise level (a denoiser wrapper);
-- `split_sigmas` gives the layout and the network their own shares of the schedule;
 - `random_shifts` moves each sample's position prior a little (the `shift` extra argument);
 - `layout_cut`, `layout_mismatch` and `closest` choose among candidate layouts.
 
@@ -13,21 +12,15 @@ handed. So a sample can draw several layouts and continue the one whose coarse p
 distributed most like the training image's: the Fréchet distance between the Gaussians fitted
 to the two sets of coarse patches (SIFID's statistic, on raw pixels at a quarter of the size
 rather than on a network's features). It weighs how much of each kind of content a layout has
-(too much sky, too few trunks), which is what SIFID-E punishes; on ten Places50 images it
-predicted the finished samples' SIFID-E better than the bidirectional nearest-patch distance
-used before (rank correlation 0.55 against 0.38; best of 4: SIFID-E 27.0 against 28.4 at the
-same pixel diversity).
+(too much sky, too few trunks), which is what SIFID-E punishes (docs/method.md).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
-from .diffusion import karras_sigmas
+from .contract import Denoise, sigma_rows
 from .metrics.sifid import frechet_distance, gaussian_stats
 
 SCALE = 0.25  # layouts are compared at a quarter of their size: coarse content, not detail
@@ -35,39 +28,25 @@ PATCH = 5  # side of the compared patches, in pixels of the quarter-size images
 
 
 class Hybrid:
-    """Route each row by its noise level: `layout(x, sigma, **extra)` above `switch`,
-    `network(x, sigma)` at and below it. The closed-form patch denoiser lays out the image (a
+    """Route each row by its noise level: `layout` above `switch`, `network` at and below it,
+    each given its rows' extra arguments. The closed-form patch denoiser lays out the image (a
     patch-level network learns the high-noise regime last) while the network draws the
-    detail. Extra arguments (the layout's `shift`) go to the layout part only, row by row."""
+    detail."""
 
-    def __init__(self, network: Callable, layout: Callable, switch: float):
+    def __init__(self, network: Denoise, layout: Denoise, switch: float):
         self.network, self.layout, self.switch = network, layout, float(switch)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **extra) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
-        sigma = sigma.expand(x.shape[0])
+        sigma = sigma_rows(sigma, x)
         high = sigma > self.switch
         if bool(high.all()):
             return self.layout(x, sigma, **extra)
         if not bool(high.any()):
-            return self.network(x, sigma)
-        out = self.network(x, sigma)
+            return self.network(x, sigma, **extra)
+        out = self.network(x, sigma, **extra)
         rows = {k: v[high] for k, v in extra.items()}
         out[high] = self.layout(x[high], sigma[high], **rows)
         return out
-
-
-def split_sigmas(
-    sigma_min: float, sigma_max: float, switch: float, layout_steps: int, steps: int
-) -> torch.Tensor:
-    """A schedule split at `switch`: `layout_steps` levels log-spaced from sigma_max down to
-    (not including) the switch, then `steps` Karras levels from the switch down to sigma_min,
-    then 0. The network's detail needs finer steps at low noise than one Karras schedule
-    gives it, while fewer steps for the layout leave it more varied."""
-    top, bottom = math.log(sigma_max), math.log(switch)
-    high = torch.linspace(top, bottom, layout_steps + 1, dtype=torch.float64)[:-1]
-    low = karras_sigmas(max(1, int(steps)), sigma_min, switch)
-    return torch.cat([high.exp().float(), low])
 
 
 def random_shifts(

@@ -266,8 +266,8 @@ def sample_many(
     **sample_kwargs,
 ) -> list[Path]:
     """Draw `n` samples from every run in `runs` into `out/<run-name>/sample-NNN.png` (and
-    grid.png); `sample_kwargs` go to `SinDiffusion.sample` (size, scale, steps, sampler,
-    candidates, renoise, autoguidance, prior, seed). guidance: keyword arguments of
+    grid.png); `sample_kwargs` go to `SinDiffusion.sample` (size, scale, options or the
+    `SamplingOptions` fields as keywords, seed). guidance: keyword arguments of
     `guidance.guide` (e.g. {"class_name": "lakeside"}), built afresh for each run, so each
     run's samples are those it would give alone. Returns the output folders."""
     folders = []

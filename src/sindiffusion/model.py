@@ -16,18 +16,19 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import Config, DiffusionConfig, SamplingConfig
+from .config import Config, DiffusionConfig, SamplingConfig, SamplingOptions
+from .contract import Denoise, Guide
 from .device import keep_freed_memory_on, resolve_device, use_bf16
 from .diffusion import Denoiser
 from .errors import SinDiffusionError
-from .guidance import Denoise, Guide
 from .image import check_image_tensor, check_size, fit_size, load_image, resize
 from .patch_denoiser import PatchDenoiser, patch_config
-from .sampling import Parts, base_denoiser, build_plan, merged, run, schedule
+from .sampling import Parts, base_denoiser, build_plan, run, schedule, settings
 from .unet import UNet, initial_weights
 
 
@@ -38,7 +39,7 @@ class SinDiffusion:
     `config.sampling.hybrid_sigma` > 0 (the `fast` preset), the closed-form patch denoiser of
     the training image for the layout above that noise level; a zero-training model
     (`zero_training`) with the patch denoiser alone. `image` is the training image (3, H, W)
-    in [-1, 1]; `denoiser(x, sigma) -> x0_hat` the denoiser with the config's settings.
+    in [-1, 1]; `denoiser(x, sigma, **extra) -> x0_hat` the denoiser with the config's settings.
     """
 
     def __init__(
@@ -118,13 +119,16 @@ class SinDiffusion:
         """(height, width) of the training image."""
         return tuple(self.image.shape[-2:])
 
-    def options(self, **overrides) -> SamplingConfig:
-        """The config's sampling settings with per-call `overrides` (steps, sampler,
-        candidates, renoise, autoguidance; None = the config's), checked. Autoguidance asked
-        for explicitly needs a weaker network; the config's is off without one."""
-        opts = merged(self.config.sampling, **overrides)
+    def prepare(self, options: SamplingOptions | None = None) -> tuple[Parts, SamplingConfig]:
+        """What one sampling call with `options` runs on: this model's parts, the layout
+        stage's position prior replaced by `options.prior` when given, and the config's
+        sampling settings with the options applied (`sampling.settings`), checked.
+        Autoguidance asked for explicitly needs a weaker network; the config's is off
+        without one."""
+        options = options if options is not None else SamplingOptions()
+        opts = settings(self.config.sampling, options)
         if opts.autoguidance > 0 and self.weak_network is None:
-            if overrides.get("autoguidance"):
+            if options.autoguidance:
                 raise SinDiffusionError(
                     "zero-training mode has no network to autoguide; drop the autoguidance weight."
                     if self.network is None
@@ -132,16 +136,24 @@ class SinDiffusion:
                     "network to guide away from; leave it at 0."
                 )
             opts.autoguidance = 0.0
-        return opts
+        parts = self.parts
+        if options.prior is not None:
+            if self.patch is None:
+                raise SinDiffusionError(
+                    "this model has no closed-form layout stage (it samples with its network "
+                    "alone), so a position prior changes nothing; leave prior unset."
+                )
+            parts = dataclasses.replace(parts, patch=self.patch.with_knobs(prior=options.prior))
+        return parts, opts
 
     @property
     def denoiser(self) -> Denoise:
-        """`denoiser(x, sigma) -> x0_hat` with the config's settings (before clipping)."""
-        return base_denoiser(self.parts, self.options())
+        """`denoiser(x, sigma, **extra) -> x0_hat` with the config's settings (before clipping)."""
+        return base_denoiser(*self.prepare())
 
     def sigmas(self, steps: int | None = None) -> torch.Tensor:
         """The sampling schedule for `steps` (default: the config's): decreasing, then 0."""
-        return schedule(self.parts, self.options(steps=steps))
+        return schedule(*self.prepare(SamplingOptions(steps=steps)))
 
     def output_size(
         self, size: tuple[int, int] | None = None, scale: tuple[float, float] | None = None
@@ -160,64 +172,31 @@ class SinDiffusion:
         size: tuple[int, int] | None = None,
         scale: tuple[float, float] | None = None,
         *,
-        steps: int | None = None,
-        sampler: str | None = None,
-        candidates: int | None = None,
-        renoise: float | None = None,
-        autoguidance: float | None = None,
-        tile: bool | None = None,
-        mirror: str | None = None,
-        prior: float | tuple[float, float] | None = None,
+        options: SamplingOptions | None = None,
         seed: int = 0,
         generator: torch.Generator | None = None,
         guide: Guide | None = None,
         callback: Callable[[dict], None] | None = None,
         progress: bool = False,
+        **overrides: Any,
     ) -> torch.Tensor:
         """Draw `n` new images; returns (n, 3, H, W) in [-1, 1] on the CPU.
 
         size: (height, width) of the output, any size from 16 to 8192 px (default: the
         training image's); scale: (sy, sx) factors of the training size instead;
-        steps, sampler: the sampler and its steps (`samplers.SAMPLERS`; for a split schedule
-        the network's steps below the switch); candidates: layouts drawn per image by a
-        hybrid model, the one closest to the training image's coarse patches kept
-        (`layout.py`); renoise: a hybrid's layouts are whole closed-form images noised afresh
-        to this sigma and finished by the network, 0 = mid-path at `hybrid_sigma`;
-        autoguidance: weight of the push away from the run's starting weights (0 = off; an
-        error for a run from random weights); tile: a seamless texture (the canvas wraps
-        around); mirror: symmetric along "x", "y" or "xy"; prior: std, in image sides, of how
-        far from its own place the layout stage takes each patch (`PatchConfig.prior`): larger
-        gives more varied, less faithful layouts (a model without a layout stage refuses
-        it). None = the config's (`config.sampling`).
-        seed or generator: the same seed and arguments give the same images;
-        guide: a function wrapping the denoiser, e.g. `guidance.guide(class_name="volcano")`;
-        callback(info) after every sampler step; progress: a progress bar.
+        options, or the same as keywords (`steps=12`, `sampler="heun"`, ...): the call's
+        `SamplingOptions` (steps, sampler, candidates, renoise, autoguidance, tile, mirror,
+        prior; see its fields), None = the config's; seed or generator: the same seed and
+        arguments give the same images; guide: a function wrapping the denoiser, e.g.
+        `guidance.guide(class_name="volcano")`; callback(info) after every sampler step;
+        progress: a progress bar.
         """
         h, w = self.output_size(size, scale)
-        opts = self.options(
-            steps=steps,
-            sampler=sampler,
-            candidates=candidates,
-            renoise=renoise,
-            autoguidance=autoguidance,
-            tile=tile,
-            mirror=mirror,
-        )
-        plan = build_plan(self._parts_with(prior), opts, guide=guide)
+        parts, opts = self.prepare(SamplingOptions.of(options, **overrides))
+        plan = build_plan(parts, opts, guide=guide)
         if generator is None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
         return run(plan, n, (h, w), generator, self.device, callback=callback, progress=progress)
-
-    def _parts_with(self, prior: float | tuple[float, float] | None) -> Parts:
-        """`parts`, the layout stage's position prior replaced by `prior` (None: as it is)."""
-        if prior is None:
-            return self.parts
-        if self.patch is None:
-            raise SinDiffusionError(
-                "this model has no closed-form layout stage (it samples with its network "
-                "alone), so a position prior changes nothing; leave prior unset."
-            )
-        return dataclasses.replace(self.parts, patch=self.patch.with_knobs(prior=prior))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write this model as a run folder; returns the checkpoint file's path."""

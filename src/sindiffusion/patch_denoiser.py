@@ -32,8 +32,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import PatchConfig
+from .contract import sigma_rows
 from .errors import SinDiffusionError
 from .image import resize
+from .schedules import pyramid_sigmas
 
 QUERY_CHUNK = 2048  # noisy patches per distance block: bounds memory at chunk x refs scores
 
@@ -99,7 +101,8 @@ def patch_config(**knobs) -> PatchConfig:
 
 
 class PatchDenoiser(nn.Module):
-    """`denoiser(x, sigma, shift=None, grid_seed=None) -> x0_hat` from one image's patches.
+    """`denoiser(x, sigma, shift=None, grid_seed=None, **extra) -> x0_hat` from one image's
+    patches (`contract.Denoise`; other extra arguments are ignored).
 
     image: the reference (3, H, W) in [-1, 1], or a list of them (one patch set of all their
     patches, each positioned within its own image); config: a `PatchConfig`, or its fields as
@@ -172,21 +175,11 @@ class PatchDenoiser(nn.Module):
         return self.cfg.sigma_max or 2.0 / self.levels[0].gain
 
     def sampling_sigmas(self, steps: int) -> torch.Tensor:
-        """`steps` decreasing noise levels from sigma_max to sigma_min, then 0.
-
-        Coarse to fine: each pyramid level gets an equal share of the steps, log-spaced over
-        the sigmas it denoises (see `level_of`), so the cheap coarse levels settle the layout
-        and the costly full-resolution level only runs its share.
-        """
-        steps = max(1, int(steps))
-        lo, hi = math.log(self.sigma_min), math.log(self.sigma_max)
-        bounds = {math.log(self.cfg.handover / lev.gain) for lev in self.levels[:-1]}
-        inner = sorted((b for b in bounds if lo < b < hi), reverse=True)
-        knots = torch.tensor([hi, *inner, lo], dtype=torch.float64)
-        u = torch.linspace(0, 1, steps, dtype=torch.float64) * (len(knots) - 1)
-        seg = u.floor().long().clamp(max=len(knots) - 2)
-        log_sig = knots[seg] + (u - seg) * (knots[seg + 1] - knots[seg])
-        return torch.cat([log_sig.exp(), log_sig.new_zeros(1)]).float()
+        """`steps` decreasing noise levels from sigma_max to sigma_min, then 0: coarse to fine,
+        an equal share of the steps per pyramid level (`schedules.pyramid_sigmas`, with the
+        sigmas where `level_of` hands over from one level to the next)."""
+        handovers = [self.cfg.handover / lev.gain for lev in self.levels[:-1]]
+        return pyramid_sigmas(steps, self.sigma_min, self.sigma_max, handovers)
 
     def level_of(self, sigma: float) -> int:
         """Index of the pyramid level (0 = coarsest) that denoises at this sigma: the coarsest
@@ -203,8 +196,9 @@ class PatchDenoiser(nn.Module):
         sigma: torch.Tensor | float,
         shift: torch.Tensor | None = None,
         grid_seed: torch.Tensor | None = None,
+        **extra,
     ) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(x.shape[0])
+        sigma = sigma_rows(sigma, x)
         assert shift is None or len(shift) == x.shape[0], (len(shift), x.shape)
         out = torch.empty_like(x, dtype=torch.float32)
         for i in range(x.shape[0]):

@@ -2,9 +2,9 @@
 
     x = sample_NAME(denoiser, x, sigmas, generator=None, callback=None, extra_args=None)
 
-`denoiser(x, sigma, **extra_args) -> x0_hat` is any callable with the denoiser contract (a
-trained `diffusion.Denoiser`, a wrapper from `guidance.py` or `layout.py`, the closed-form
-`PatchDenoiser`...). `x` starts as `noise * sigmas[0]`; `sigmas` decrease to a final 0.
+`denoiser(x, sigma, **extra_args) -> x0_hat` is any callable with the denoiser contract
+(`contract.Denoise`: a trained `diffusion.Denoiser`, a wrapper from `guidance.py` or
+`layout.py`, the closed-form `PatchDenoiser`...). `x` starts as `noise * sigmas[0]`; `sigmas` decrease to a final 0.
 `extra_args` go to every denoiser call unchanged (e.g. `shift`, one row per row of x).
 Randomness (ancestral steps) comes only from `generator`, so the same seed gives the same
 image. `callback(info)` is called after every step with a dict: i, x, sigma, sigma_next,
@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import torch
 
+from .contract import Denoise
 from .errors import SinDiffusionError
 
-Denoise = Callable[..., torch.Tensor]  # (x, sigma, **extra) -> x0_hat
 Callback = Callable[[dict], None] | None
 Sampler = Callable[..., torch.Tensor]  # (denoiser, x, sigmas, generator, callback, extra_args)
 
@@ -75,11 +75,12 @@ def sample_ddpm(
 
 
 @torch.no_grad()
-def sample_ddim(
+def sample_euler(
     denoiser: Denoise, x, sigmas, generator=None, callback: Callback = None, extra_args=None
 ):
-    """DDIM (eta = 0), which in the sigma parameterisation is Euler's method on the
-    probability-flow ODE dx/dsigma = (x - x0_hat) / sigma. Deterministic."""
+    """Euler's method on the probability-flow ODE dx/dsigma = (x - x0_hat) / sigma. In the
+    sigma parameterisation this is exactly deterministic DDIM (eta = 0, Song et al.; Karras
+    et al. 2022, section 3), so the name "ddim" selects it too (`ALIASES`). Deterministic."""
     _check(sigmas)
     extra = extra_args or {}
     for i in range(len(sigmas) - 1):
@@ -139,14 +140,16 @@ def sample_dpmpp_2m(
 
 SAMPLERS: dict[str, Callable] = {
     "ddpm": sample_ddpm,
-    "ddim": sample_ddim,
+    "euler": sample_euler,
     "heun": sample_heun,
     "dpmpp_2m": sample_dpmpp_2m,
 }
+ALIASES = {"ddim": "euler"}  # other names of the same method (configs before 0.3 say "ddim")
 
 
 def get_sampler(name: str) -> Callable:
-    """The sampler function of that name (see `SAMPLERS`)."""
+    """The sampler function of that name (see `SAMPLERS` and `ALIASES`)."""
+    name = ALIASES.get(name, name)
     if name not in SAMPLERS:
         raise SinDiffusionError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}.")
     return SAMPLERS[name]

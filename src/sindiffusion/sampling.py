@@ -1,41 +1,48 @@
 """One sampling call, composed from its parts: which denoisers, which noise levels, which
-sampler, and how the candidate layouts are chosen.
+sampler, and how candidate layouts are chosen.
 
 A model contributes its `Parts` (the network's denoiser, the closed-form patch denoiser, the
-training image); a call contributes its `SamplingConfig` (the model's, with per-call
-overrides). `build_plan` wraps the parts afresh for that call, so a call never changes the
-model and two calls never share state:
+training images); a call contributes its settings (`settings`: the model's `SamplingConfig`
+with the call's `SamplingOptions`). `build_plan` wraps the parts afresh for that call, so a
+call never changes the model and two calls never share state:
 
     network --Autoguidance--> --Hybrid(layout = patch)--> --guide--> --clipped--> --KnownRegion-->
 
-(each step only where it applies), and splits the schedule into stages: one stage; or two
-with a choice among candidate layouts between them (`layout.layout_cut`); or, for a renoised
-layout, the closed-form sampler's whole image noised afresh and finished by the network.
-`run` then draws the noise and runs the stages, in chunks that bound memory. `SinDiffusion.sample`
-and every application (`apps`) are a `build_plan` and a `run`.
+(each step only where it applies), and picks one of three kinds of plan (`Kind`). `run` draws
+the noise and runs the plan's stages, in chunks that bound memory. `SinDiffusion.sample` and
+every application (`apps`) are a `build_plan` and a `run`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import enum
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from .config import DiffusionConfig, SamplingConfig
-from .diffusion import karras_sigmas, network_sigmas, sigma_range
+from .config import DiffusionConfig, SamplingConfig, SamplingOptions
+from .contract import Denoise, Guide
 from .errors import SinDiffusionError
-from .guidance import Autoguidance, Denoise, Guide, KnownRegion, clipped
-from .layout import Hybrid, closest, layout_cut, random_shifts, split_sigmas
+from .guidance import Autoguidance, KnownRegion, clipped
+from .layout import Hybrid, closest, layout_cut, random_shifts
 from .patch_denoiser import PatchDenoiser
 from .samplers import Sampler, get_sampler, resampled, sample_dpmpp_2m
+from .schedules import (
+    at_or_below,
+    network_sigmas,
+    renoise_sigmas,
+    resampled_steps,
+    sigma_range,
+    split_sigmas,
+    start_at,
+)
 from .tiling import MIRRORS, Tiled, mirrored
 
 MAX_PIXELS_PER_BATCH = 1 << 20  # samples are drawn in chunks of about this many pixels
-OVERRIDES = ("steps", "sampler", "candidates", "renoise", "autoguidance", "tile", "mirror")
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ class Parts:
     # scored against their coarse patches
     device: torch.device  # where the denoisers run
     diffusion: DiffusionConfig  # the noise process the network was trained for
-    network: Denoise | None  # the trained network's denoiser (x, sigma); None: zero-training
+    network: Denoise | None  # the trained network's denoiser; None: zero-training
     patch: PatchDenoiser | None  # the closed-form patch denoiser; None: a network-only model
     weak: Callable[[], Denoise | None]  # autoguidance's weaker network (built on first use)
 
@@ -54,6 +61,16 @@ class Parts:
     def hybrid(self) -> bool:
         """Whether the patch denoiser lays out what the network details."""
         return self.network is not None and self.patch is not None
+
+
+class Kind(enum.Enum):
+    """How a plan runs."""
+
+    ONE = "one"  # one stage: one denoiser over the whole schedule
+    CANDIDATES = "candidates"  # several layouts per result through the schedule's top (the
+    # layout stage), the one closest to the image kept and finished
+    RENOISE = "renoise"  # several whole closed-form images per result, the closest kept,
+    # noised afresh to `renoise` and finished by the network
 
 
 @dataclass
@@ -70,10 +87,10 @@ class Stage:
 class Plan:
     """Everything one sampling call runs; built by `build_plan`, run by `run`."""
 
-    stages: list[Stage]  # one; or two, with a choice among candidates (and a renoise) between
+    kind: Kind
+    stages: list[Stage]  # ONE: one; CANDIDATES and RENOISE: two, the choice between them
     images: list[torch.Tensor]  # the training images: candidate layouts are scored on them
-    candidates: int = 1  # rows per result through the first of two stages; the closest is kept
-    renoise: bool = False  # noise the first stage's clean images afresh for the second stage
+    rows: int = 1  # rows per result through the first stage (candidates); the closest is kept
     shift: tuple[float, float] = (0.0, 0.0)  # std of each layout's random prior offset
 
     @property
@@ -81,12 +98,11 @@ class Plan:
         return sum(stage.steps for stage in self.stages)
 
 
-def merged(config: SamplingConfig, **overrides) -> SamplingConfig:
-    """`config` with the per-call `overrides` (OVERRIDES; None = keep) applied, checked: a
-    one-sentence `SinDiffusionError` for a setting no sampler can run."""
-    unknown = set(overrides) - set(OVERRIDES)
-    assert not unknown, unknown
-    opts = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+def settings(config: SamplingConfig, options: SamplingOptions) -> SamplingConfig:
+    """`config` with the call's `options` that are set (all but `prior`, which is the patch
+    denoiser's), checked: a one-sentence `SinDiffusionError` for a setting no sampler runs."""
+    given = {k: v for k, v in options.given().items() if k != "prior"}
+    opts = dataclasses.replace(config, **given)
     get_sampler(opts.sampler)  # an unknown name is a one-line error
     if not (isinstance(opts.steps, int) and opts.steps >= 1):
         raise SinDiffusionError(f"steps is {opts.steps}; give 1 or more sampler steps.")
@@ -111,6 +127,7 @@ def schedule(parts: Parts, opts: SamplingConfig) -> torch.Tensor:
     """The call's noise levels, decreasing, then 0: the patch denoiser's own (zero-training),
     the network's, or, for a hybrid with `hybrid_steps` > 0, split at the switch."""
     if parts.network is None:
+        assert parts.patch is not None
         return parts.patch.sampling_sigmas(opts.steps)
     lo, hi = sigma_range(parts.diffusion, opts.sigma_min, opts.sigma_max)
     if parts.hybrid and opts.hybrid_steps > 0:
@@ -122,16 +139,6 @@ def schedule(parts: Parts, opts: SamplingConfig) -> torch.Tensor:
             )
         return split_sigmas(lo, hi, opts.hybrid_sigma, opts.hybrid_steps, opts.steps)
     return network_sigmas(parts.diffusion, opts.steps, lo, hi)
-
-
-def start_at(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
-    """The last ceil(strength * steps) levels of `sigmas` (then its final 0): strength in
-    (0, 1] is where on the schedule to start, 1 = from pure noise, 0.5 = half-way down (the
-    SDEdit t0), so only that many steps run."""
-    if not 0 < strength <= 1:
-        raise SinDiffusionError(f"strength {strength:g} is out of range; give a value in (0, 1].")
-    k = max(1, math.ceil(strength * (len(sigmas) - 1) - 1e-9))
-    return sigmas[len(sigmas) - 1 - k :]
 
 
 def network_denoiser(parts: Parts, opts: SamplingConfig) -> Denoise | None:
@@ -150,14 +157,28 @@ def base_denoiser(parts: Parts, opts: SamplingConfig) -> Denoise:
     (`network_denoiser`), routed through the layout stage for a hybrid; the patch denoiser
     alone in zero-training mode; tiled and mirrored when asked (`shaped`)."""
     network = network_denoiser(parts, opts)
-    if parts.hybrid:
+    if network is None:
+        assert parts.patch is not None
+        return shaped(parts.patch, opts)
+    if parts.patch is not None:
         return shaped(Hybrid(network, parts.patch, opts.hybrid_sigma), opts)
-    return shaped(network if network is not None else parts.patch, opts)
+    return shaped(network, opts)
 
 
 def shaped(denoiser: Denoise, opts: SamplingConfig) -> Denoise:
     """`denoiser` seamless (`opts.tile`) and symmetric (`opts.mirror`), or as it is."""
     return mirrored(Tiled(denoiser) if opts.tile else denoiser, opts.mirror)
+
+
+def plan_kind(parts: Parts, opts: SamplingConfig, sigmas: torch.Tensor) -> Kind:
+    """RENOISE for a hybrid asked to renoise (`opts.renoise` > 0) whose schedule starts above
+    that level; CANDIDATES for a hybrid asked for more than one layout whose schedule crosses
+    the switch (`layout.layout_cut`); ONE otherwise."""
+    if parts.hybrid and opts.renoise > 0 and float(sigmas[0]) > opts.renoise:
+        return Kind.RENOISE
+    if parts.hybrid and opts.candidates > 1 and layout_cut(sigmas, opts.hybrid_sigma):
+        return Kind.CANDIDATES
+    return Kind.ONE
 
 
 def build_plan(
@@ -168,7 +189,7 @@ def build_plan(
     strength: float = 1.0,
     resample: tuple[int, int] = (1, 1),
 ) -> Plan:
-    """The stages of one call with settings `opts` (from `merged`).
+    """The stages of one call with settings `opts` (from `settings`).
 
     guide: wraps the denoiser (class or text guidance), under the clipping; called once per
     base denoiser (twice for a renoised layout), so it should build its scores outside the
@@ -185,40 +206,30 @@ def build_plan(
         den = clipped(den) if opts.clip_denoised else den
         return KnownRegion(den, *known) if known is not None else den
 
-    def stage(den: Denoise, levels: torch.Tensor, sampler: Sampler = fn) -> Stage:
-        repeats = resample if sampler is fn else (1, 1)
-        return Stage(den, levels, sampler, resampled_steps(len(levels) - 1, *repeats))
+    def stage(den: Denoise, levels: torch.Tensor) -> Stage:
+        return Stage(den, levels, fn, resampled_steps(len(levels) - 1, *resample))
 
+    kind = plan_kind(parts, opts, sigmas)
     shift = opts.shift if parts.patch is not None else (0.0, 0.0)
-    common = dict(images=parts.images, candidates=opts.candidates, shift=shift)
-    if parts.hybrid and opts.renoise > 0 and float(sigmas[0]) > opts.renoise:
-        # The closed-form sampler draws whole layouts (from the start level down), which are
-        # noised afresh to `renoise` and finished by the network over as many levels as the
-        # schedule has below it.
-        high = parts.patch.sampling_sigmas(opts.renoise_steps)
-        high = torch.cat([high[:-1][high[:-1] <= float(sigmas[0])], high[-1:]])
-        below = max(1, int((sigmas[:-1] < opts.renoise).sum()))
+    if kind is Kind.RENOISE:
+        assert parts.patch is not None
+        # The closed-form sampler draws whole images (from the start level down), which are
+        # noised afresh to `renoise` and finished by the network.
+        high = at_or_below(parts.patch.sampling_sigmas(opts.renoise_steps), float(sigmas[0]))
         lowest = sigma_range(parts.diffusion, opts.sigma_min, opts.sigma_max)[0]
-        low = karras_sigmas(below, lowest, opts.renoise)
-        stages = [
-            stage(wrap(shaped(parts.patch, opts)), high.to(parts.device), sample_dpmpp_2m),
-            stage(wrap(shaped(network_denoiser(parts, opts), opts)), low.to(parts.device)),
-        ]
-        return Plan(stages, renoise=True, **common)
+        low = renoise_sigmas(sigmas, opts.renoise, lowest)
+        network = network_denoiser(parts, opts)
+        assert network is not None
+        layouts = Stage(wrap(shaped(parts.patch, opts)), high.to(parts.device),
+                        sample_dpmpp_2m, len(high) - 1)  # fmt: skip
+        finish = stage(wrap(shaped(network, opts)), low.to(parts.device))
+        return Plan(kind, [layouts, finish], parts.images, opts.candidates, shift)
     den = wrap(base_denoiser(parts, opts))
-    cut = layout_cut(sigmas, opts.hybrid_sigma) if parts.hybrid and opts.candidates > 1 else 0
-    if cut:
-        return Plan([stage(den, sigmas[:cut]), stage(den, sigmas[cut - 1 :])], **common)
-    return Plan([stage(den, sigmas)], **common)
-
-
-def resampled_steps(steps: int, times: int, jump: int) -> int:
-    """Sampler steps that `samplers.resampled(sampler, times, jump)` runs over `steps` levels:
-    every stretch of `jump` steps `times` times, but the last stretch once."""
-    if times <= 1 or steps == 0:
-        return steps
-    last = (steps - 1) % jump + 1
-    return (steps - last) * times + last
+    if kind is Kind.CANDIDATES:
+        cut = layout_cut(sigmas, opts.hybrid_sigma)
+        stages = [stage(den, sigmas[:cut]), stage(den, sigmas[cut - 1 :])]
+        return Plan(kind, stages, parts.images, opts.candidates, shift)
+    return Plan(kind, [stage(den, sigmas)], parts.images, 1, shift)
 
 
 def run(
@@ -247,61 +258,67 @@ def run(
     """
     if not (isinstance(n, int) and n >= 1):
         raise SinDiffusionError(f"n is {n}; ask for at least 1 image.")
-    h, w = size
-    rows = plan.candidates if len(plan.stages) > 1 else 1
-    if (noise is not None or extra is not None) and rows > 1:
+    if (noise is not None or extra is not None) and plan.rows > 1:
         raise SinDiffusionError("a given noise needs one layout per result; set candidates=1.")
-    chunk = n if max_pixels is None else max(1, max_pixels // (h * w * rows))
+    h, w = size
+    chunk = n if max_pixels is None else max(1, max_pixels // (h * w * plan.rows))
     bar = tqdm(total=n * plan.steps, disable=not progress, unit="step", desc="sampling")
+
+    def report(info: dict, offset: int, results: int) -> None:
+        bar.update(results)
+        if callback is not None:
+            callback({**info, "i": info["i"] + offset})
+
     out = []
     try:
         for first in range(0, n, chunk):
-            m = min(chunk, n - first)
-            given = (
-                None if noise is None else noise[first : first + m],
-                None if extra is None else {k: v[first : first + m] for k, v in extra.items()},
-            )
-            x = _run_chunk(plan, m, rows, size, generator, device, start, bar, callback, given)
-            out.append(x.clamp(-1, 1).cpu())
+            rows = slice(first, min(first + chunk, n))
+            m = rows.stop - rows.start
+
+            # The shifts are drawn before the noise, always in this order: the same seed,
+            # the same images.
+            if extra is None:
+                shift = random_shifts(m * plan.rows, plan.shift, generator, device)
+                chunk_extra = {} if shift is None else {"shift": shift}
+            else:
+                chunk_extra = {k: v[rows] for k, v in extra.items()}
+            if noise is None:
+                shape = (m * plan.rows, 3, h, w)
+                chunk_noise = torch.randn(shape, generator=generator, device=generator.device)
+            else:
+                chunk_noise = noise[rows]
+            x0 = chunk_noise.to(device) * plan.stages[0].sigmas[0]
+            x = x0 if start is None else start[None] + x0
+            step = functools.partial(report, results=m)
+            out.append(_denoise(plan, x, chunk_extra, generator, step).clamp(-1, 1).cpu())
     finally:
         bar.close()
     return torch.cat(out)
 
 
-def _run_chunk(plan, m, rows, size, generator, device, start, bar, callback, given) -> torch.Tensor:
-    """m results: m * rows candidates through the first stage, the closest m through the rest;
-    `given` (noise, extra) replaces what would be drawn."""
-    offset = 0
-
-    def report(info: dict) -> None:
-        bar.update(m)
-        if callback is not None:
-            callback({**info, "i": info["i"] + offset})
-
-    # The shifts are drawn before the noise, always in this order: the same seed, the same images.
-    noise, extra = given
-    if extra is None:
-        shift = random_shifts(m * rows, plan.shift, generator, device)
-        extra = {} if shift is None else {"shift": shift}
+def _denoise(
+    plan: Plan,
+    x: torch.Tensor,
+    extra: dict[str, torch.Tensor],
+    generator: torch.Generator,
+    report: Callable[[dict, int], None],
+) -> torch.Tensor:
+    """Run the plan's stages on x (rows * results, 3, h, w) at the first stage's first level;
+    between two stages keep each result's closest candidate (and renoise it)."""
     first = plan.stages[0]
-    if noise is None:
-        noise = torch.randn((m * rows, 3, *size), generator=generator, device=generator.device)
-    noise = noise.to(device)
-    x = noise * first.sigmas[0] if start is None else start[None] + first.sigmas[0] * noise
-    x = first.sampler(first.denoiser, x, first.sigmas, generator=generator, callback=report,
-                      extra_args=extra)  # fmt: skip
-    if len(plan.stages) == 1:
+    x = first.sampler(first.denoiser, x, first.sigmas, generator=generator,
+                      callback=lambda info: report(info, 0), extra_args=extra)  # fmt: skip
+    if plan.kind is Kind.ONE:
         return x
     second = plan.stages[1]
-    if rows > 1:
+    if plan.rows > 1:
         # A renoised layout is a clean image already; mid-path, the estimate at the last level.
-        clean = x if plan.renoise else first.denoiser(x, first.sigmas[-1], **extra)
-        chosen = closest(clean, rows, plan.images)
+        clean = x if plan.kind is Kind.RENOISE else first.denoiser(x, first.sigmas[-1], **extra)
+        chosen = closest(clean, plan.rows, plan.images)
         x, extra = x[chosen], {k: v[chosen] for k, v in extra.items()}
-    if plan.renoise:
+    if plan.kind is Kind.RENOISE:
         noise = torch.randn(x.shape, generator=generator, device=generator.device)
-        x = x + second.sigmas[0] * noise.to(device)
-        extra = {}  # the network alone finishes a renoised layout
+        x = x + second.sigmas[0] * noise.to(x.device)
     offset = len(first.sigmas) - 1
     return second.sampler(second.denoiser, x, second.sigmas, generator=generator,
-                          callback=report, extra_args=extra)  # fmt: skip
+                          callback=lambda info: report(info, offset), extra_args=extra)  # fmt: skip

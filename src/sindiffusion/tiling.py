@@ -13,11 +13,10 @@ denoiser). `Tiled` costs the padded pixels; `Mirrored` costs nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
+from .contract import Denoise
 from .errors import SinDiffusionError
 
 TILE_PAD = 64  # px of wrapped context on each side: about half the network's receptive field
@@ -27,7 +26,7 @@ MIRRORS = ("", "x", "y", "xy")  # left-right, up-down, both
 class Tiled:
     """Periodic outputs: `denoiser` on x padded circularly by `pad` px, cropped back."""
 
-    def __init__(self, denoiser: Callable, pad: int = TILE_PAD):
+    def __init__(self, denoiser: Denoise, pad: int = TILE_PAD):
         self.denoiser, self.pad = denoiser, int(pad)
 
     def __call__(self, x: torch.Tensor, sigma, **extra) -> torch.Tensor:
@@ -43,7 +42,7 @@ class Mirrored:
     (x - x0_hat carries it, scaled by sigma_next / sigma each step), and every sampler's last
     step, at sigma 0, returns the symmetric estimate itself."""
 
-    def __init__(self, denoiser: Callable, axis: str):
+    def __init__(self, denoiser: Denoise, axis: str):
         assert axis in ("x", "y"), axis
         self.denoiser, self.dim = denoiser, -1 if axis == "x" else -2
 
@@ -52,7 +51,7 @@ class Mirrored:
         return (out + out.flip(self.dim)) / 2
 
 
-def mirrored(denoiser: Callable, axes: str) -> Callable:
+def mirrored(denoiser: Denoise, axes: str) -> Denoise:
     """`denoiser` made symmetric along `axes` ("", "x", "y" or "xy")."""
     if axes not in MIRRORS:
         raise SinDiffusionError(f"mirror is {axes!r}; use x, y or xy (or nothing).")

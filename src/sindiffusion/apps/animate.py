@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..config import SamplingOptions
+from ..contract import Guide
 from ..errors import SinDiffusionError
-from ..guidance import Guide
 from ..image import atomic_write, tensor_to_pil
 from ..layout import random_shifts
 from ..sampling import build_plan, run
@@ -58,39 +59,37 @@ def animate(
     size: tuple[int, int] | None = None,
     scale: tuple[float, float] | None = None,
     *,
-    steps: int | None = None,
-    sampler: str | None = None,
-    autoguidance: float | None = None,
-    tile: bool | None = None,
-    mirror: str | None = None,
+    options: SamplingOptions | None = None,
     seed: int = 0,
     guide: Guide | None = None,
     progress: bool = False,
+    **overrides: Any,
 ) -> torch.Tensor:
     """`frames` frames (frames, 3, H, W) in [-1, 1] of a looping walk through `keyframes`
-    noises; size / scale as `SinDiffusion.sample`. The sampler must be deterministic (heun,
-    dpmpp_2m, ddim): ancestral steps would draw fresh noise for every frame."""
+    noises; size / scale and the sampling options as `SinDiffusion.sample`, but one layout
+    per frame (no candidates, no renoise). The sampler must be deterministic (heun, dpmpp_2m,
+    euler): ancestral steps would draw fresh noise for every frame."""
     if not (isinstance(frames, int) and 2 <= frames <= 10_000):
         raise SinDiffusionError(f"frames is {frames}; give between 2 and 10000.")
     if not (isinstance(keyframes, int) and 2 <= keyframes <= frames):
         raise SinDiffusionError(f"keyframes is {keyframes}; give between 2 and the frames.")
-    opts = model.options(
-        steps=steps, sampler=sampler, candidates=1, renoise=0.0, autoguidance=autoguidance,
-        tile=tile, mirror=mirror,
-    )  # fmt: skip
+    call = SamplingOptions.of(options, **overrides)
+    if call.candidates not in (None, 1) or call.renoise:
+        raise SinDiffusionError(
+            "an animation draws one layout per frame; drop candidates and renoise."
+        )
+    if model.network is not None and model.patch is not None:
+        # A hybrid's layout stage takes the single nearest patch (topk 1), which switches
+        # abruptly between nearby frames; a blend of the 8 nearest changes smoothly.
+        k = model.patch.cfg.topk
+        model = model.with_patch(topk=None if k is None else max(k, 8), temperature=2.0)
+    parts, opts = model.prepare(call.filled(candidates=1, renoise=0.0))
     if opts.sampler == "ddpm":
         raise SinDiffusionError(
             "ddpm draws fresh noise at every step, so its frames would flicker; use heun, "
-            "dpmpp_2m or ddim."
+            "dpmpp_2m or euler."
         )
     h, w = model.output_size(size, scale)
-    if model.network is not None and model.patch is not None:
-        # A hybrid's layout stage takes the single nearest patch (topk 1), which switches
-        # abruptly between nearby frames: blending the 8 nearest at temperature 2 halved the
-        # change per frame and cut the flicker 1.47 -> 0.94 (48 frames of Places50 #26, 5 min
-        # run), at the same SIFID-E.
-        k = model.patch.cfg.topk
-        model = model.with_patch(topk=None if k is None else max(k, 8), temperature=2.0)
     generator = torch.Generator().manual_seed(seed)
     extra = {}
     if model.patch is not None:  # the layout stage: one shift and one patch grid for all frames
@@ -99,7 +98,7 @@ def animate(
             extra["shift"] = shift.expand(frames, 2)
         extra["grid_seed"] = torch.full((frames,), seed, dtype=torch.int64, device=model.device)
     noise = noise_loop(frames, keyframes, (h, w), generator)
-    plan = build_plan(model.parts, opts, guide)
+    plan = build_plan(parts, opts, guide)
     return run(plan, frames, (h, w), generator, model.device, progress=progress,
                noise=noise, extra=extra)  # fmt: skip
 

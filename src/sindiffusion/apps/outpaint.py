@@ -6,19 +6,20 @@ the rest is denoised; RePaint-style resampling (`samplers.resampled`) runs each 
 the schedule several times, re-noising in between, so that the new region and the known one
 agree at every noise level and no seam shows. The SDEdit family (`apps.sdedit`) is the same
 function started part-way down the schedule. Every sampling option of `SinDiffusion.sample`
-works here too (sampler, steps, candidates, renoise, autoguidance, guide).
+works here too (`SamplingOptions`, and a guide).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..config import SamplingOptions
+from ..contract import Guide
 from ..errors import SinDiffusionError
-from ..guidance import Guide
 from ..image import MAX_SIDE, check_image_tensor, check_mask, load_image, load_mask
 from ..sampling import build_plan, run
 
@@ -46,13 +47,7 @@ def regenerate(
     strength: float = 1.0,
     n: int = 4,
     *,
-    steps: int | None = None,
-    sampler: str | None = None,
-    candidates: int = 1,
-    renoise: float = 0.0,
-    autoguidance: float | None = None,
-    tile: bool | None = None,
-    mirror: str | None = None,
+    options: SamplingOptions | None = None,
     seed: int = 0,
     generator: torch.Generator | None = None,
     guide: Guide | None = None,
@@ -61,6 +56,7 @@ def regenerate(
     exact: bool = True,
     callback: Callable[[dict], None] | None = None,
     progress: bool = False,
+    **overrides: Any,
 ) -> torch.Tensor:
     """Noise `image` to the level `strength`, then denoise it, keeping it outside `mask`.
 
@@ -68,9 +64,9 @@ def regenerate(
     image (3, H, W) in [-1, 1], any size (the network is fully convolutional);
     mask (H, W) bool, True = regenerate; None = the whole image (plain SDEdit);
     strength in (0, 1]: where on the sampler's schedule to start (1 = from pure noise);
-    steps, sampler, candidates, renoise, autoguidance, tile, mirror, guide: as `sample`, but
-    one layout per result by default (`candidates=1`, no renoise, no random layout shift):
-    the kept region already pins the layout;
+    options (or the same as keywords), seed, generator, guide: as `sample`, but one layout
+    per result by default (`candidates=1`, no renoise, no random layout shift): the kept
+    region already pins the layout;
     resample, jump: RePaint resampling, each `jump` steps run `resample` times (1 = off);
     exact: paste the known pixels back at the end, so they are bit-identical in an 8-bit file.
     Returns (n, 3, H, W) in [-1, 1] on the CPU; the same seed gives the same images.
@@ -88,20 +84,13 @@ def regenerate(
             "of the image's size (H, W)."
         )
     mask = mask.bool().cpu()
-    opts = model.options(
-        steps=steps,
-        sampler=sampler,
-        candidates=candidates,
-        renoise=renoise,
-        autoguidance=autoguidance,
-        tile=tile,
-        mirror=mirror,
-    )
+    call = SamplingOptions.of(options, **overrides).filled(candidates=1, renoise=0.0)
+    parts, opts = model.prepare(call)
     opts.shift = (0.0, 0.0)
     dev = model.device
     known = image.to(dev, torch.float32)
     keep = None if mask.all() else (known, mask.to(dev))
-    plan = build_plan(model.parts, opts, guide, keep, strength, (resample, jump))
+    plan = build_plan(parts, opts, guide, keep, strength, (resample, jump))
     if generator is None:
         generator = torch.Generator(device=dev).manual_seed(seed)
     # All n at once (max_pixels None): one batch, so RePaint's re-noising draws as it always has.

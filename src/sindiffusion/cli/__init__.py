@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_source(p)
     p.add_argument("--out", required=True, help="output folder for PNGs and grid.png")
     _add_output_size(p)
-    add_sampling(p, prior=True)
+    add_sampling(p)
 
     p = sub.add_parser("info", help="describe a run: parameters, receptive field, image size")
     p.add_argument("run", help="run folder")
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder: one sub-folder per run")
     p.add_argument("--shard", default="0/1", help="i/n: every n-th run from the i-th (default 0/1)")
     _add_output_size(p)
-    add_sampling(p, prior=True)
+    add_sampling(p)
 
     p = sub.add_parser("ui", help="open the local web page (needs the [ui] extra: gradio)")
     p.add_argument(

@@ -88,7 +88,7 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--max-size", type=positive_int, default=250, help="long side of both images (250)"
     )
-    add_sampling(p, what="results")
+    add_sampling(p, what="results", apps=True)
     _resampling(p, default=1)
 
     p = sub.add_parser("animate", help="a looping animation: a smooth walk through the noise")
@@ -100,7 +100,7 @@ def add_parsers(sub) -> None:
         "--keyframes", type=positive_int, default=4, help="noises the loop passes (default 4)"
     )
     p.add_argument("--size", help="frame size WIDTHxHEIGHT (default: the training size)")
-    add_sampling(p, what=None)
+    add_sampling(p, what=None, apps=True)
 
 
 def _strength(p: argparse.ArgumentParser, default: float) -> None:
@@ -118,7 +118,7 @@ def _common(p: argparse.ArgumentParser, image_required: bool = False) -> None:
         "--image", required=image_required, help="input image (default: the run's training image)"
     )
     p.add_argument("--out", required=True, help="output folder for PNGs and grid.png")
-    add_sampling(p, what="results")
+    add_sampling(p, what="results", apps=True)
 
 
 def _resampling(p: argparse.ArgumentParser, default: int = 2) -> None:
@@ -215,12 +215,8 @@ def _analogy(args: argparse.Namespace) -> int:
 
 def _animate(args: argparse.Namespace) -> int:
     """`animate RUN --out clip.gif`: frames of a looping walk through the noise."""
-    if args.candidates not in (None, 1) or args.renoise:
-        raise SinDiffusionError(
-            "an animation draws one layout per frame; drop --candidates/--renoise."
-        )
     model = open_model(args)
-    kwargs = {k: v for k, v in sampling_kwargs(args).items() if k not in ("candidates", "renoise")}
+    kwargs = sampling_kwargs(args)
     size = parse_size(args.size) if args.size else None
     t0 = time.perf_counter()
     frames = apps.animate(

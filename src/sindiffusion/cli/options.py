@@ -6,10 +6,11 @@ Sizes on the command line are WIDTHxHEIGHT, as in ImageMagick; the API takes (he
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 
-from ..config import Config, load_config, preset
+from ..config import Config, SamplingOptions, load_config, preset
 from ..errors import SinDiffusionError
 from ..guidance import DEFAULT_SCALE, Guide, guide
 from ..image import parse_scale, parse_size
@@ -56,7 +57,7 @@ def nonnegative_float(text: str) -> float:
 
 
 # --- option groups ------------------------------------------------------------------------------
-def add_device(p: argparse.ArgumentParser) -> None:
+def add_device(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
 
 
@@ -70,62 +71,38 @@ def add_model_source(p: argparse.ArgumentParser) -> None:
     )
 
 
+# The argument type of each `SamplingOptions` kind that takes a number.
+NUMBER_KINDS = {"count": positive_int, "level": nonnegative_float, "std": positive_float}
+
+
 def add_sampling(
-    p: argparse.ArgumentParser, what: str | None = "samples", prior: bool = False
+    p: argparse.ArgumentParser, what: str | None = "samples", apps: bool = False
 ) -> None:
     """The sampling options of `SinDiffusion.sample`, shared by `sample`, `sample-many` and
-    every application; `what` names the results --n counts (None: no --n); `prior`: add
-    --prior (`sample` and `sample-many`: the applications keep their own layouts)."""
+    every application: one flag per `SamplingOptions` field, from its metadata, then --seed,
+    --device and guidance; `what` names the results --n counts (None: no --n); `apps`: an
+    application's command, which leaves out the options marked `apps=False` (the position
+    prior: an application keeps the layout of the image it is given)."""
     g = p.add_argument_group("sampling")
     if what is not None:
         g.add_argument(
             "--n", type=positive_int, default=DEFAULT_N, help=f"number of {what} (default 4)"
         )
-    g.add_argument(
-        "--steps",
-        type=positive_int,
-        help="sampler steps; below the layout switch for a split schedule (default: the run's)",
-    )
-    g.add_argument("--sampler", help=f"{', '.join(sorted(SAMPLERS))} (default: the run's)")
+    for f in dataclasses.fields(SamplingOptions):
+        meta = f.metadata
+        if apps and not meta.get("apps", True):
+            continue
+        flag, kind = "--" + f.name.replace("_", "-"), meta["kind"]
+        text = f"{meta['help']} (default: the run's)"
+        if kind == "flag":
+            g.add_argument(flag, action="store_true", default=None, help=meta["help"])
+        elif kind == "choice":
+            g.add_argument(flag, choices=meta["choices"], help=meta["help"])
+        elif kind == "sampler":
+            g.add_argument(flag, help=f"{', '.join(SAMPLERS)} (default: the run's)")
+        else:
+            g.add_argument(flag, type=NUMBER_KINDS[kind], metavar=meta.get("metavar"), help=text)
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    g.add_argument(
-        "--candidates",
-        type=positive_int,
-        help="layouts drawn per result by a hybrid model, the best kept (default: the run's "
-        "for sample, 1 for the applications)",
-    )
-    g.add_argument(
-        "--renoise",
-        type=nonnegative_float,
-        metavar="SIGMA",
-        help="hybrid models: noise each closed-form layout afresh to SIGMA and finish it with "
-        "the network; 0 hands over mid-path instead (default: the run's; 0 for applications)",
-    )
-    g.add_argument(
-        "--autoguidance",
-        type=nonnegative_float,
-        metavar="W",
-        help="weight of the push away from the run's starting weights at low noise levels; "
-        "0 turns it off and saves a network pass per guided level (default: the run's)",
-    )
-    g.add_argument(
-        "--tile",
-        action="store_true",
-        default=None,
-        help="a seamless texture: the canvas wraps around",
-    )
-    g.add_argument(
-        "--mirror", choices=("x", "y", "xy"), help="symmetric left-right (x), up-down (y) or both"
-    )
-    if prior:
-        g.add_argument(
-            "--prior",
-            type=positive_float,
-            metavar="STD",
-            help="how far from its own place, in image sides (std), the layout stage takes "
-            "each patch: larger gives more varied, less faithful layouts (default: the run's; "
-            "fast 0.035; 0.1 moves the horizon of a sky-over-field scene)",
-        )
     add_device(g)
     add_guidance(p)
 
@@ -200,19 +177,9 @@ def training_kwargs(args: argparse.Namespace) -> dict:
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
     """The keyword arguments of `SinDiffusion.sample` and the applications from
-    `add_sampling`'s options, without the guide (None = the function's default)."""
-    kwargs = {
-        "steps": args.steps,
-        "sampler": args.sampler,
-        "seed": args.seed,
-        "candidates": args.candidates,
-        "renoise": args.renoise,
-        "autoguidance": args.autoguidance,
-        "tile": args.tile,
-        "mirror": args.mirror,
-        "prior": getattr(args, "prior", None),  # only sample and sample-many have --prior
-    }
-    return {k: v for k, v in kwargs.items() if v is not None}
+    `add_sampling`'s options, without the guide: the `SamplingOptions` and the seed."""
+    given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(SamplingOptions)}
+    return {"options": SamplingOptions.of(**given), "seed": args.seed}
 
 
 def output_size(args: argparse.Namespace) -> dict:
