@@ -12,12 +12,18 @@ A run folder holds:
   (``image-1.png``, ... for a run learned from several images).
 - ``log.csv``, ``loss.png`` and ``previews/`` — the training log (`write_log`, `read_log`), its
   curve and sample grids.
+
+Resuming a run is checked here too: `resumed_config` and `check_resumed_images` refuse what
+would train another model than the one saved, and `restore_generator` continues its random
+stream.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +33,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import Config
-from .errors import CheckpointError, SinDiffusionError
+from .errors import CheckpointError, SinDiffusionError, SinDiffusionWarning
 from .image import atomic_write, from_uint8, save_image, to_uint8
+from .report import loss_curve
 from .version import __version__
 
 LOG = "log.csv"
@@ -216,11 +223,15 @@ def _newer(version: str, than: str) -> bool:
 
 
 def write_log(run_dir: str | os.PathLike, rows: list[LogRow]) -> None:
-    """Write the training log `run_dir/log.csv` (step, loss, lr, elapsed) atomically."""
+    """Write the training log `run_dir/log.csv` (step, loss, lr, elapsed) atomically, and its
+    curve `loss.png` once there are two rows."""
     text = "step,loss,lr,elapsed\n" + "".join(
         f"{s},{lo:.6g},{lr:.6g},{e:.3f}\n" for s, lo, lr, e in rows
     )
     atomic_write(Path(run_dir) / LOG, lambda tmp: Path(tmp).write_text(text))
+    if len(rows) > 1:
+        curve = loss_curve([r[0] for r in rows], [r[1] for r in rows])
+        save_image(curve, Path(run_dir) / "loss.png")
 
 
 def read_log(run_dir: str | os.PathLike | None) -> list[LogRow]:
@@ -232,3 +243,78 @@ def read_log(run_dir: str | os.PathLike | None) -> list[LogRow]:
         s, lo, lr, e = line.split(",")
         rows.append((int(s), float(lo), float(lr), float(e)))
     return rows
+
+
+# Train settings that a resumed run may change: they decide when to stop, save and preview.
+BOOKKEEPING = ("steps", "checkpoint_every", "preview_every", "preview_steps")
+
+
+def resumed_config(
+    saved: Config, preset: str | None, config: Config | None, max_size: int | None
+) -> Config:
+    """The config a resumed run goes on with: its own, or `config` where they differ only in
+    sampling settings and `BOOKKEEPING`; a one-sentence error for a preset, config or
+    max_size that contradicts the run (they would train another model than the one saved)."""
+    how = "drop it, or start a new run with another --out"
+    if preset is not None and preset != saved.preset:
+        raise SinDiffusionError(
+            f"this run was trained with preset {saved.preset!r}, not {preset!r}; {how}."
+        )
+    if max_size is not None and max_size != saved.train.max_size:
+        raise SinDiffusionError(
+            f"this run was trained at max_size {saved.train.max_size}, not {max_size}; {how}."
+        )
+    if config is None:
+        return saved
+    given, resumed = config.copy(), saved.copy()
+    for part in ("model", "diffusion", "train"):
+        mine, theirs = getattr(given, part), getattr(resumed, part)
+        if part == "train":  # how often to save and preview never changes what is learned
+            mine = dataclasses.replace(mine, **{k: getattr(theirs, k) for k in BOOKKEEPING})
+        if mine != theirs:
+            raise SinDiffusionError(
+                f"the config's {part} settings differ from this run's; {how} (only sampling "
+                f"settings and {', '.join(BOOKKEEPING)} may change on --resume)."
+            )
+    resumed.sampling = given.sampling
+    resumed.train = given.train
+    return resumed
+
+
+def check_resumed_images(
+    saved: list[torch.Tensor], given: list[torch.Tensor], names: list[str]
+) -> None:
+    """A one-sentence error unless `given` (3, H, W) images in [-1, 1], named `names`, are
+    the `saved` ones of a run, 8-bit for 8-bit."""
+    for old, new, name in zip(saved, given, names, strict=False):
+        if new.shape != old.shape or not torch.equal(to_uint8(new), to_uint8(old)):
+            raise SinDiffusionError(
+                f"{name} is not the image this run was trained on; resume with that "
+                "image, or start a new run with another --out."
+            )
+    if len(given) != len(saved):
+        raise SinDiffusionError(
+            f"this run was trained on {len(saved)} image(s), not {len(given)}; resume with "
+            "the same images, or start a new run with another --out."
+        )
+
+
+def restore_generator(generator: torch.Generator, ckpt: Checkpoint) -> None:
+    """Continue `ckpt`'s training random stream in `generator`. A state saved on another kind
+    of device (CPU and CUDA generators keep states of different sizes) cannot be loaded: the
+    stream then goes on seeded by the run's seed and step, so a resume here is still
+    reproducible, with a warning that it will not repeat an uninterrupted run."""
+    if ckpt.rng_state is None:
+        return
+    state = ckpt.rng_state.to(torch.uint8).cpu()
+    if state.numel() == generator.get_state().numel():
+        generator.set_state(state)
+        return
+    generator.manual_seed(ckpt.seed * 1_000_003 + ckpt.step)
+    warnings.warn(
+        f"this run was saved on another kind of device than {generator.device.type}: "
+        f"its random stream goes on reseeded from step {ckpt.step}, so it will not "
+        "repeat an uninterrupted run exactly (resuming here again will).",
+        SinDiffusionWarning,
+        stacklevel=3,
+    )

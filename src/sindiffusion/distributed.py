@@ -1,9 +1,10 @@
 """Data-parallel training under `torchrun`: set-up, rank helpers, collective decisions.
 
 `torchrun --nproc_per_node N -m sindiffusion train ...` starts N processes with the
-environment variables WORLD_SIZE, RANK and LOCAL_RANK set; `World.from_env()` reads them, and
-the `Trainer` then joins the process group (gloo on CPU, NCCL on CUDA with device
-cuda:LOCAL_RANK), wraps the UNet in DistributedDataParallel and lets only rank 0 write.
+environment variables WORLD_SIZE, RANK and LOCAL_RANK set; `team()` reads them and gives the
+`Trainer` a `DataParallel` team, which joins the process group (gloo on CPU, NCCL on CUDA with
+device cuda:LOCAL_RANK), wraps the UNet in DistributedDataParallel and lets only rank 0 write;
+a plain run gets `Solo`, the same interface for one process.
 
 How the batch is split, and why 2 ranks reproduce 1 process: every rank keeps the *same*
 generator (seeded as in a single process) and draws the randomness of the whole global batch
@@ -18,12 +19,14 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import signal
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from .device import resolve_device
 from .errors import SinDiffusionError
 
 # A test hook: "RANK:STEP" makes that rank kill itself with SIGKILL right after that step, to
@@ -147,3 +150,94 @@ def maybe_fail(world: World, step: int) -> None:
     spec = os.environ.get(FAULT_ENV)
     if spec and spec == f"{world.rank}:{step}":
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Solo:
+    """The one training process of a plain run. The `Trainer` asks its team, never the
+    environment, so the few things data-parallel training does differently live in
+    `DataParallel` alone: every method here is what one process does."""
+
+    main = True  # this process writes the run folder and shows the progress bar
+    rows: slice | None = None  # this process's rows of each batch; None = all of them
+
+    def __init__(self, device: str | torch.device | None):
+        self.device = resolve_device(device)
+
+    def join(self, unet: torch.nn.Module, state: list[float]) -> torch.nn.Module:
+        """The module the loss runs through (`unet` itself here); `state` (image sizes and
+        sums, step, seed) is what every process must agree on."""
+        return unet
+
+    def mean(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss of the whole batch (detached), so every process takes the same decision."""
+        return loss.detach()
+
+    def clock(self, elapsed: float) -> float:
+        """The elapsed training time every process goes by."""
+        return elapsed
+
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is set in any process (a stop asked for)."""
+        return flag
+
+    def after_step(self, step: int) -> None:
+        """Called after every optimiser step (the data-parallel fault-injection hook)."""
+
+    def lost(self, error: RuntimeError, step: int, kept: str) -> SinDiffusionError | None:
+        """The one-sentence error for a RuntimeError in training, when it means a lost process;
+        None here: one process's RuntimeError is its own."""
+        return None
+
+
+class DataParallel(Solo):
+    """One of several processes under `torchrun` (see the module docstring)."""
+
+    def __init__(self, world: World, device: str | torch.device | None):
+        self.world = world
+        self.device = world.device(device)
+        self.main = world.main
+        init(world, self.device)
+
+    def join(self, unet: torch.nn.Module, state: list[float]) -> torch.nn.Module:
+        """Check that every rank starts from the same `state`, then wrap `unet` in DDP: the
+        loss runs through the wrapper, so its gradients are averaged over the ranks."""
+        check_same("training images, step or seed", state, self.device)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(unet, device_ids=ids)
+
+    def split(self, batch_size: int) -> None:
+        """Take this rank's rows of every batch of `batch_size`."""
+        self.rows = self.world.local_batch(batch_size)
+
+    def mean(self, loss: torch.Tensor) -> torch.Tensor:
+        return mean(loss)
+
+    def clock(self, elapsed: float) -> float:
+        # Rank 0's clock for all: the same learning rate and the same last step.
+        return from_main(elapsed, self.device)
+
+    def any(self, flag: bool) -> bool:
+        return any_rank(flag, self.device)
+
+    def after_step(self, step: int) -> None:
+        maybe_fail(self.world, step)
+
+    def lost(self, error: RuntimeError, step: int, kept: str) -> SinDiffusionError | None:
+        # gloo/NCCL messages start with "[source/file.cc:123] "; keep their first sentence.
+        text = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip()) or type(error).__name__
+        cause = text.splitlines()[0].split(". ")[0].rstrip(".")[:160]
+        return WorkerLost(
+            f"training stopped at step {step} because a training process failed or was "
+            f"lost ({cause}); {kept} — fix the cause and rerun the same command with --resume."
+        )
+
+
+def team(device: str | torch.device | None, batch_size: int) -> Solo:
+    """The training processes this one belongs to: `DataParallel` under torchrun
+    (WORLD_SIZE > 1, training `batch_size` / WORLD_SIZE rows of each batch), else `Solo`."""
+    world = World.from_env()
+    if not world.distributed:
+        return Solo(device)
+    parallel = DataParallel(world, device)
+    parallel.split(batch_size)
+    return parallel

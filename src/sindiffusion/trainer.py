@@ -14,10 +14,8 @@ writes.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import os
-import re
 import signal
 import threading
 import time
@@ -31,17 +29,20 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoint import (
     Checkpoint,
+    check_resumed_images,
     check_run_folder,
     checkpoint_path,
     load_checkpoint,
     read_log,
     remove_stale_temporaries,
+    restore_generator,
+    resumed_config,
     save_checkpoint,
     write_log,
 )
 from .config import Config
 from .config import preset as preset_config
-from .device import keep_freed_memory_on, resolve_device, use_bf16
+from .device import keep_freed_memory_on, use_bf16
 from .diffusion import Denoiser
 from .errors import SinDiffusionError, SinDiffusionWarning, TrainingDiverged
 from .image import (
@@ -49,13 +50,10 @@ from .image import (
     check_image_tensor,
     load_image,
     make_grid,
-    pil_to_tensor,
     resize,
     save_image,
-    to_uint8,
 )
 from .model import SinDiffusion
-from .report import moving_average
 from .unet import UNet, initial_weights, stride
 
 
@@ -123,13 +121,12 @@ class StopSignal:
 
 
 class Trainer:
-    """Holds the network, its EMA, the optimiser and the random state of one run.
+    """The network, its EMA, the optimiser and the step loop of one run.
 
     `image` is (3, H, W) in [-1, 1], already resized to the training size, or a list of such
-    images (one model of their shared patch statistics). Started by
-    `torchrun` (WORLD_SIZE > 1), it joins the process group, trains its share of each batch
-    under DistributedDataParallel on `device` cuda:LOCAL_RANK (or cpu), and only rank 0 keeps
-    `run_dir`.
+    images (one model of their shared patch statistics). Under `torchrun` its team
+    (`distributed.team`) is data-parallel: each process trains its rows of every batch, and
+    only rank 0 keeps `run_dir`.
     """
 
     def __init__(
@@ -141,18 +138,13 @@ class Trainer:
         device: str | torch.device | None = None,
         resume: Checkpoint | None = None,
     ):
-        self.config = config
-        self.world = distributed.World.from_env()
-        if self.world.distributed:
-            self.device = self.world.device(device)
-            distributed.init(self.world, self.device)
-        else:
-            self.device = resolve_device(device)
-        keep_freed_memory_on(self.device)
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.seed = seed
         tc = config.train
-        self.bf16 = use_bf16(tc.bf16, self.device)
+        self.config = config
+        self.team = distributed.team(device, tc.batch_size)
+        self.device = self.team.device
+        keep_freed_memory_on(self.device)
+        self.run_dir = Path(run_dir) if run_dir is not None and self.team.main else None
+        self.seed = seed
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
             torch.manual_seed(seed)
             self.unet = UNet(config.model)
@@ -162,8 +154,9 @@ class Trainer:
             self.unet.load_state_dict(init)
         self.unet.to(self.device)
         self.ema = copy.deepcopy(self.unet).requires_grad_(False)
+        bf16 = use_bf16(tc.bf16, self.device)
         self.denoiser = Denoiser(
-            self.unet, config.diffusion, bf16=self.bf16, channels_last=tc.channels_last
+            self.unet, config.diffusion, bf16=bf16, channels_last=tc.channels_last
         ).to(self.device)
         self.optimizer = torch.optim.AdamW(
             self.unet.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99)
@@ -180,28 +173,13 @@ class Trainer:
         if resume is not None:
             self._restore(resume)
             self.saved_step = self.step
-        self.rows: slice | None = None  # this rank's rows of the global batch
-        if self.world.distributed:
-            self._join()
+        # Every process must start from the same images, step and seed; the loss then runs
+        # through the team's module (DDP averages the gradients), the EMA tracks the bare UNet.
+        state = [len(self.images), *[side for img in self.images for side in img.shape[-2:]]]
+        state += [img.double().sum().item() for img in self.images] + [self.step, self.seed]
+        self.denoiser.unet = self.team.join(self.unet, state)
         if self.run_dir is not None and self.run_dir.is_dir():
-            remove_stale_temporaries(self.run_dir)  # a killed writer's; rank 0 only
-
-    def _join(self) -> None:
-        """Check that every rank starts from the same state, then wrap the UNet in DDP."""
-        self.rows = self.world.local_batch(self.config.train.batch_size)
-        shapes = [side for img in self.images for side in img.shape[-2:]]
-        sums = [img.double().sum().item() for img in self.images]
-        distributed.check_same(
-            "training images, step or seed",
-            [len(self.images), *shapes, *sums, self.step, self.seed],
-            self.device,
-        )
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        # The denoiser calls the wrapped UNet, so its gradients are averaged over the ranks;
-        # `self.unet` stays the bare module for checkpoints and the EMA.
-        self.denoiser.unet = torch.nn.parallel.DistributedDataParallel(self.unet, device_ids=ids)
-        if not self.world.main:
-            self.run_dir = None  # only rank 0 writes checkpoints, logs and previews
+            remove_stale_temporaries(self.run_dir)  # a killed writer's
 
     # --- state -----------------------------------------------------------------------------
     def _restore(self, ckpt: Checkpoint) -> None:
@@ -209,22 +187,7 @@ class Trainer:
         self.ema.load_state_dict(ckpt.ema)
         if ckpt.optimizer is not None:
             self.optimizer.load_state_dict(ckpt.optimizer)
-        if ckpt.rng_state is not None:
-            state = ckpt.rng_state.to(torch.uint8).cpu()
-            if state.numel() == self.generator.get_state().numel():
-                self.generator.set_state(state)
-            else:
-                # Saved on another kind of device (CPU and CUDA generators keep states of
-                # different sizes): go on with a stream seeded by the run's seed and step, so a
-                # resume here is still reproducible.
-                self.generator.manual_seed(ckpt.seed * 1_000_003 + ckpt.step)
-                warnings.warn(
-                    f"this run was saved on another kind of device than {self.device.type}: "
-                    f"its random stream goes on reseeded from step {ckpt.step}, so it will not "
-                    "repeat an uninterrupted run exactly (resuming here again will).",
-                    SinDiffusionWarning,
-                    stacklevel=2,
-                )
+        restore_generator(self.generator, ckpt)
         self.step, self.elapsed, self.seed = ckpt.step, ckpt.elapsed, ckpt.seed
         self.budget = ckpt.extra.get("budget")
         self.log = [row for row in read_log(self.run_dir) if row[0] <= self.step]
@@ -245,26 +208,23 @@ class Trainer:
         )
 
     def save(self) -> None:
-        """Write the checkpoint, the log and the loss curve into the run folder (if any)."""
+        """Write the checkpoint and the log (with its curve) into the run folder (if any)."""
         if self.run_dir is None:
             return
         save_checkpoint(self.run_dir, self.checkpoint())
         self.saved_step = self.step
         write_log(self.run_dir, self.log)
-        if len(self.log) > 1:
-            save_image(
-                loss_curve([r[0] for r in self.log], [r[1] for r in self.log]),
-                self.run_dir / "loss.png",
-            )
 
     # --- optimisation ----------------------------------------------------------------------
-    def learning_rate(self, total_steps: int) -> float:
+    def learning_rate(self, total_steps: int | None) -> float:
+        """Warm-up, then a cosine decay over `total_steps` or the time budget, whichever is
+        further along (a run with neither decays over nothing: the peak rate throughout)."""
         tc = self.config.train
         lr = tc.lr
         if tc.warmup_steps:
             lr *= min(1.0, (self.step + 1) / tc.warmup_steps)
         if tc.lr_decay:
-            progress = self.step / max(1, total_steps)
+            progress = self.step / max(1, total_steps) if total_steps is not None else 0.0
             if self.budget:
                 progress = max(progress, self.elapsed / self.budget)
             lr *= 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
@@ -275,9 +235,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = random_batch(self.images, self.config, self.unet.stride, self.generator)
-        loss = self.denoiser.loss(batch, self.generator, rows=self.rows)
-        # The global batch's loss (a mean over ranks), so every rank takes the same decision.
-        global_loss = distributed.mean(loss) if self.world.distributed else loss.detach()
+        loss = self.denoiser.loss(batch, self.generator, rows=self.team.rows)
+        global_loss = self.team.mean(loss)  # the same decision on every process
         if not torch.isfinite(global_loss):
             raise TrainingDiverged(
                 f"training diverged at step {self.step + 1} (loss is {global_loss.item()}); "
@@ -304,71 +263,68 @@ class Trainer:
         progress: bool = True,
         callback: Callable[[dict], None] | None = None,
     ) -> dict:
-        """Train until `steps` (default: the config's) or `minutes` of training time in total.
+        """Train until `steps` (default: the config's, or no step limit with `minutes`) or
+        `minutes` of training time in total.
 
         Saves a checkpoint every `checkpoint_every` steps, at the end, on Ctrl-C and on SIGTERM
-        (after the current step, every rank the same); writes a
-        preview grid every `preview_every` steps and at the end. `callback(info)` gets a dict
-        (step, loss, lr, elapsed) after every step. Returns a summary dict.
+        (after the current step, every process the same); writes a preview grid every
+        `preview_every` steps and at the end. `callback(info)` gets a dict (step, loss, lr,
+        elapsed) after every step. Returns a summary dict.
         """
-        tc = self.config.train
         if minutes is not None:
             self.budget = minutes * 60.0
-            total = steps if steps is not None else 10**9
-        else:
-            total = steps if steps is not None else tc.steps
+        total = steps if steps is not None or minutes is not None else self.config.train.steps
         bar = tqdm(
-            total=None if total >= 10**9 else total,
+            total=total,
             initial=self.step,
-            disable=not (progress and self.world.main),
+            disable=not (progress and self.team.main),
             unit="step",
             dynamic_ncols=True,
         )
-        interrupted: str | bool = False
+        stopped_by: str | None = None  # "SIGTERM" or "Ctrl-C": a stop before the end
         try:
             with StopSignal() as sigterm:
-                interrupted = self._loop(total, bar, callback, sigterm)
+                stopped_by = self._loop(total, bar, callback, sigterm)
         except KeyboardInterrupt:
-            interrupted = True
+            stopped_by = "Ctrl-C"
         except RuntimeError as e:
-            if not self.world.distributed:
+            lost = self.team.lost(e, self.step, self._kept())
+            if lost is None:
                 raise
-            raise self._lost(e) from e
+            raise lost from e
         finally:
             bar.close()
         self.save()
-        if interrupted == "SIGTERM":
+        if stopped_by == "SIGTERM":
             warnings.warn(
                 f"training stopped by SIGTERM after step {self.step}; the checkpoint is saved: "
                 "rerun the same command with --resume to go on.",
                 SinDiffusionWarning,
                 stacklevel=2,
             )
-        if not interrupted and self.run_dir is not None:
+        if stopped_by is None and self.run_dir is not None:
             self.preview()
         return {
             "step": self.step,
             "loss": self.log[-1][1] if self.log else float("nan"),
             "elapsed": self.elapsed,
-            "interrupted": bool(interrupted),
+            "interrupted": stopped_by is not None,
         }
 
-    def _loop(self, total: int, bar, callback, sigterm: StopSignal) -> str | bool:
-        """The steps of `run`; returns "SIGTERM" when a SIGTERM stopped them (on any rank,
-        after the same step on every rank), else False."""
+    def _loop(self, total: int | None, bar, callback, sigterm: StopSignal) -> str | None:
+        """The steps of `run` (`total`: None = no step limit); returns "SIGTERM" when a
+        SIGTERM stopped them (in any process, after the same step in every one), else None."""
         tc = self.config.train
         t_last = time.perf_counter()
-        while self.step < total and not (self.budget and self.elapsed >= self.budget):
+        while (total is None or self.step < total) and not (
+            self.budget and self.elapsed >= self.budget
+        ):
             lr = self.learning_rate(total)
             loss = self.train_step(lr)
             self.step += 1
             now = time.perf_counter()
-            self.elapsed += now - t_last
-            t_last = now
-            if self.world.distributed:
-                # Rank 0's clock for all: the same learning rate and the same last step.
-                self.elapsed = distributed.from_main(self.elapsed, self.device)
-                distributed.maybe_fail(self.world, self.step)
+            self.elapsed = self.team.clock(self.elapsed + now - t_last)
+            self.team.after_step(self.step)
             self.log.append((self.step, loss, lr, self.elapsed))
             bar.update(1)
             postfix = {"loss": f"{loss:.4f}"}
@@ -381,29 +337,18 @@ class Trainer:
                 self.save()
             if tc.preview_every and self.step % tc.preview_every == 0:
                 self.preview()
-            stop = sigterm.received
-            if self.world.distributed:  # every rank stops after the same step
-                stop = distributed.any_rank(stop, self.device)
-            if stop:
+            if self.team.any(sigterm.received):
                 return "SIGTERM"
             t_last = time.perf_counter()  # checkpoint and preview time is not training time
-        return False
+        return None
 
-    def _lost(self, error: Exception) -> distributed.WorkerLost:
-        """The one-sentence error of a data-parallel run that lost a process."""
-        # gloo/NCCL messages start with "[source/file.cc:123] "; keep their first sentence.
-        text = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip()) or type(error).__name__
-        cause = text.splitlines()[0].split(". ")[0].rstrip(".")[:160]
+    def _kept(self) -> str:
+        """What a failed run leaves, for its error message."""
         if self.run_dir is None:
-            kept = "rank 0 keeps the last checkpoint"
-        elif self.saved_step is None:
-            kept = f"no checkpoint was written yet in {self.run_dir}"
-        else:
-            kept = f"the checkpoint of step {self.saved_step} in {self.run_dir} is kept"
-        return distributed.WorkerLost(
-            f"training stopped at step {self.step} because a training process failed or was "
-            f"lost ({cause}); {kept} — fix the cause and rerun the same command with --resume."
-        )
+            return "rank 0 keeps the last checkpoint"
+        if self.saved_step is None:
+            return f"no checkpoint was written yet in {self.run_dir}"
+        return f"the checkpoint of step {self.saved_step} in {self.run_dir} is kept"
 
     def preview(self, n: int = 4) -> Path | None:
         """Write previews/step-NNNNNN.png: the training image, then `n` samples (seed 0)."""
@@ -413,32 +358,6 @@ class Trainer:
         samples = model.sample(n=n, seed=0, steps=self.config.train.preview_steps)
         grid = make_grid([self.image.cpu(), *samples], nrow=n + 1)
         return save_image(grid, self.run_dir / "previews" / f"step-{self.step:06d}.png")
-
-
-def loss_curve(
-    steps: list[int], losses: list[float], size: tuple[int, int] = (240, 480)
-) -> torch.Tensor:
-    """A loss-curve picture (3, H, W) in [-1, 1]: log10 of the loss, smoothed, against step."""
-    from PIL import Image, ImageDraw
-
-    h, w = size
-    img = Image.new("RGB", (w, h), "white")
-    draw = ImageDraw.Draw(img)
-    vals = [math.log10(max(v, 1e-12)) for v in losses if math.isfinite(v)]
-    if len(vals) >= 2:
-        smooth = moving_average(vals)
-        lo, hi = min(smooth), max(smooth)
-        span = max(hi - lo, 1e-6)
-        m = 30
-        pts = [
-            (m + (w - 2 * m) * i / (len(smooth) - 1), h - m - (h - 2 * m) * (v - lo) / span)
-            for i, v in enumerate(smooth)
-        ]
-        draw.rectangle([m, m, w - m, h - m], outline=(180, 180, 180))
-        draw.line(pts, fill=(30, 90, 200), width=2)
-        draw.text((m, 8), f"loss (log10, smoothed)  {10**hi:.3g} .. {10**lo:.3g}", fill="black")
-        draw.text((m, h - m + 8), f"step {steps[0]} .. {steps[-1]}", fill="black")
-    return pil_to_tensor(img)
 
 
 def train(
@@ -468,7 +387,7 @@ def train(
     resume: continue from `out`'s checkpoint with the run's own image and config. Anything
     given that contradicts them (another image, preset, max_size, or a config whose model,
     noise or training differ) is a one-sentence error; a config's sampling settings and
-    `BOOKKEEPING` fields replace the run's (they never change what is learned).
+    `checkpoint.BOOKKEEPING` fields replace the run's (they never change what is learned).
     callback(info) after every step: step, loss, lr, elapsed.
     """
     if steps is not None and not (isinstance(steps, int) and steps >= 1):
@@ -484,20 +403,10 @@ def train(
         if out is None or not checkpoint_path(out).exists():
             raise SinDiffusionError(f"nothing to resume in {out}; train without --resume first.")
         resume_ckpt = load_checkpoint(out)
-        cfg = _resumed_config(resume_ckpt.config, preset, config, max_size)
+        cfg = resumed_config(resume_ckpt.config, preset, config, max_size)
         img = resume_ckpt.images
         given = _training_images(image, cfg, like=[tuple(i.shape[-2:]) for i in img])
-        for old, new, name in zip(img, given, _names(image), strict=False):
-            if new.shape != old.shape or not torch.equal(to_uint8(new), to_uint8(old)):
-                raise SinDiffusionError(
-                    f"{name} is not the image this run was trained on; resume with that "
-                    "image, or start a new run with another --out."
-                )
-        if len(given) != len(img):
-            raise SinDiffusionError(
-                f"this run was trained on {len(img)} image(s), not {len(given)}; resume with "
-                "the same images, or start a new run with another --out."
-            )
+        check_resumed_images(img, given, _names(image))
     else:
         if out is not None and checkpoint_path(out).exists():
             raise SinDiffusionError(
@@ -529,10 +438,6 @@ def _training_image(
     return img
 
 
-# Train settings that a resumed run may change: they decide when to stop, save and preview.
-BOOKKEEPING = ("steps", "checkpoint_every", "preview_every", "preview_steps")
-
-
 def _training_images(image, config: Config, like: list | None = None) -> list[torch.Tensor]:
     """`_training_image` of one image or of each of a list (`like`: their saved sizes)."""
     items = list(image) if isinstance(image, (list, tuple)) else [image]
@@ -545,35 +450,3 @@ def _training_images(image, config: Config, like: list | None = None) -> list[to
 def _names(image) -> list[str]:
     items = list(image) if isinstance(image, (list, tuple)) else [image]
     return ["the image tensor" if isinstance(i, torch.Tensor) else str(i) for i in items]
-
-
-def _resumed_config(
-    saved: Config, preset: str | None, config: Config | None, max_size: int | None
-) -> Config:
-    """The config a resumed run goes on with: its own, or `config` where they differ only in
-    sampling settings; a one-sentence error for a preset, config or max_size that contradicts
-    the run (they would train another model than the one resumed)."""
-    how = "drop it, or start a new run with another --out"
-    if preset is not None and preset != saved.preset:
-        raise SinDiffusionError(
-            f"this run was trained with preset {saved.preset!r}, not {preset!r}; {how}."
-        )
-    if max_size is not None and max_size != saved.train.max_size:
-        raise SinDiffusionError(
-            f"this run was trained at max_size {saved.train.max_size}, not {max_size}; {how}."
-        )
-    if config is None:
-        return saved
-    given, resumed = config.copy(), saved.copy()
-    for part in ("model", "diffusion", "train"):
-        mine, theirs = getattr(given, part), getattr(resumed, part)
-        if part == "train":  # how often to save and preview never changes what is learned
-            mine = dataclasses.replace(mine, **{k: getattr(theirs, k) for k in BOOKKEEPING})
-        if mine != theirs:
-            raise SinDiffusionError(
-                f"the config's {part} settings differ from this run's; {how} (only sampling "
-                f"settings and {', '.join(BOOKKEEPING)} may change on --resume)."
-            )
-    resumed.sampling = given.sampling
-    resumed.train = given.train
-    return resumed
