@@ -1,11 +1,9 @@
 """Pinned values (diffusers-style): tiny seeded models on the CPU in float32, and a slice of
 their output. A change of the numbers anywhere on the path (schedule, preconditioning,
 sampler, layout stage, autoguidance, known region, patch denoiser) fails one of these; a
-change that is meant must update the pinned values, and say so in the CHANGELOG.
-
-The values were recorded with the code before the 0.2 redesign and still hold after it (the
-outpainting with candidates and autoguidance could not be asked for before); the two `fast`
-ones were re-recorded when the preset's position prior went from 0.027 to 0.035."""
+change that is meant must update the pinned values, and say so in the CHANGELOG. These train
+a few steps first, so they pin the trainer too; `test_pinned_untrained.py` pins the sampling
+path alone."""
 
 from __future__ import annotations
 

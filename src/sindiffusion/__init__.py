@@ -14,15 +14,11 @@ cli, ui (docs/architecture.md has the picture).
 import os
 import sys
 
-# OpenMP threads that wait at a barrier spin for a while before sleeping (GNU libgomp, which
-# the pip builds of torch use, spins about 300k iterations). On 2 cores shared with any other
-# busy process the spinning threads steal the cores the working ones need: measured on a
-# 2-core Intel Xeon beside one other 2-thread torch job, a zero-training sample took 4.4 s
-# instead of 0.31, a trained sample 22 s instead of 0.63, 20 training steps 78 s instead of
-# 4.4. With 10k spins: 0.71 s, 2.1 s and 31 s there, and the same speed on an idle machine
-# (0.32 s, 0.67 s, 4.4 s). libgomp reads this when torch loads, so it only applies when
-# sindiffusion is imported before torch (always so for the command line); a value the user
-# set is kept. See docs/benchmarks.md.
+# OpenMP threads waiting at a barrier spin (GNU libgomp: about 300k iterations) and, on a few
+# cores shared with another busy process, take the cores the working threads need; 10k spins
+# cost nothing on an idle machine (docs/benchmarks.md). libgomp reads this when torch loads,
+# so it applies only when sindiffusion is imported first (always for the command line); a
+# value the user set is kept.
 if "torch" not in sys.modules:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 

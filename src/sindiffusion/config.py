@@ -372,90 +372,92 @@ def load_config(path: str | os.PathLike) -> Config:
 
 
 SHORT_BUDGET_MINUTES = 1.0  # a `fast` run of at most this many minutes trains on small crops
-SHORT_BUDGET_CROP = 64  # its crop side in px (96 otherwise)
+SHORT_BUDGET_CROP = 64  # its crop side in px (96 otherwise): twice the steps per second
 
 
 def preset(name: str = "fast", minutes: float | None = None) -> Config:
-    """A fresh `Config` for a named preset; `minutes` is the training time budget it is for
-    (None: a budget in steps, or not known).
+    """A fresh `Config` for a named preset (`PRESETS`); `minutes` is the training time budget
+    it is for (None: a budget in steps, or not known).
 
-    - ``paper``: the published recipe (DDPM, T = 1000, ε-prediction, the 64-channel
-      (1, 2, 4) UNet, batch 128 of whole rescaled images, AdamW 5e-4, EMA 0.9999,
-      1000-step ancestral sampling with x0 clipping).
-    - ``fast``: the default for a 2-core CPU: a narrower UNet with the same patch-level
-      receptive field trained from the shipped `generic` weights on random crops, EDM
-      preconditioning, bf16 + channels_last; the closed-form patch denoiser lays out each
-      sample above sigma 0.7 and a few Heun steps with autoguidance draw the detail.
-      With a budget of at most `SHORT_BUDGET_MINUTES` it trains on 64 px crops instead of
-      96: twice the steps per second, which pays while steps are few (issue #28's 1-minute
-      goal: on tune images SIFID-E 44.3 -> 39.3 at 1 minute; at 2 minutes no gain, 31.1
-      -> 31.5, so longer runs keep 96).
+    - ``paper``: the published recipe (`paper_preset`);
+    - ``fast``: the default for a 2-core CPU (`fast_preset`).
     """
     if name == "paper":
-        return Config(
-            preset="paper",
-            model=ModelConfig(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1),
-            diffusion=DiffusionConfig(parameterization="eps"),
-            sampling=SamplingConfig(sampler="ddpm", steps=1000),
-            train=TrainConfig(
-                steps=50_000,
-                batch_size=128,
-                lr=5e-4,
-                ema_decay=0.9999,
-                checkpoint_every=1000,
-                preview_every=5000,
-                preview_steps=50,
-            ),
-        )
+        return paper_preset()
     if name == "fast":
-        short = minutes is not None and minutes <= SHORT_BUDGET_MINUTES
-        crop = SHORT_BUDGET_CROP if short else 96
-        # Each value was measured on Places50 images 1-7 and 12-14 with 5-minute runs on 2
-        # CPU cores (the prior on the whole tune split, 1-25: issue #28); the log of what was
-        # tried, with figures, is docs/notebook/fast-preset.md.
-        return Config(
-            preset="fast",
-            model=ModelConfig(
-                base_channels=32,
-                channel_mults=(1, 2, 2),
-                num_res_blocks=1,
-                groups=8,
-                upsample="low_conv",
-            ),
-            # Training noise centred on sigma 0.17, the levels the network draws below the switch.
-            diffusion=DiffusionConfig(parameterization="edm", p_mean=-1.8, p_std=0.8),
-            sampling=SamplingConfig(
-                sampler="heun",  # beat DPM-Solver++ on fidelity and diversity
-                steps=6,  # network levels 0.7 ... 0.006 (11 calls + 2 guided)
-                sigma_min=0.006,
-                clip_denoised=True,
-                hybrid_sigma=0.7,  # the closed-form denoiser lays out; the network details
-                hybrid_steps=5,  # few layout levels: more varied layouts, worth choosing among
-                candidates=4,
-                shift=(0.03, 0.12),  # a scene moves sideways more than up and down
-                # A tight prior, unblended patches; 0.035 rather than 0.027: the same SIFID-E and
-                # pixel diversity 0.425 -> 0.454 on the 25 tune images.
-                patch=PatchConfig(prior=0.035, topk=1),
-                autoguidance=0.3,  # away from the generic starting weights
-            ),
-            train=TrainConfig(
-                steps=1500,  # about 5 minutes on 2 CPU cores
-                batch_size=6,
-                crop_size=crop,  # 64 for a short budget (see the docstring)
-                # Shrunk by 0.6-1, never enlarged: an enlarged image is a blurred one, and the
-                # network learns and draws that blur (SIFID-E is very sensitive to it).
-                scale_min=0.6,
-                scale_max=1.0,
-                lr=3e-3,
-                warmup_steps=50,
-                lr_decay=True,
-                ema_decay=0.995,
-                init="generic",
-                bf16=True,
-                channels_last=True,
-                checkpoint_every=250,
-                preview_every=1000,
-                preview_steps=12,
-            ),
-        )
+        return fast_preset(minutes)
     raise SinDiffusionError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+
+
+def paper_preset() -> Config:
+    """The published recipe: DDPM, T = 1000, ε-prediction, the 64-channel (1, 2, 4) UNet,
+    batch 128 of whole rescaled images, AdamW 5e-4, EMA 0.9999, 1000-step ancestral sampling
+    with x0 clipping."""
+    return Config(
+        preset="paper",
+        model=ModelConfig(base_channels=64, channel_mults=(1, 2, 4), num_res_blocks=1),
+        diffusion=DiffusionConfig(parameterization="eps"),
+        sampling=SamplingConfig(sampler="ddpm", steps=1000),
+        train=TrainConfig(
+            steps=50_000,
+            batch_size=128,
+            lr=5e-4,
+            ema_decay=0.9999,
+            checkpoint_every=1000,
+            preview_every=5000,
+            preview_steps=50,
+        ),
+    )
+
+
+def fast_preset(minutes: float | None = None) -> Config:
+    """The default for a 2-core CPU: a narrower UNet with the same patch-level receptive
+    field, trained from the shipped `generic` weights on random crops (64 px for a budget of
+    at most `SHORT_BUDGET_MINUTES`, else 96), EDM preconditioning, bf16 + channels_last; the
+    closed-form patch denoiser lays out each sample above sigma 0.7 and a few Heun steps with
+    autoguidance draw the detail. How each value was chosen, with figures:
+    docs/notebook/fast-preset.md."""
+    short = minutes is not None and minutes <= SHORT_BUDGET_MINUTES
+    return Config(
+        preset="fast",
+        model=ModelConfig(
+            base_channels=32,
+            channel_mults=(1, 2, 2),
+            num_res_blocks=1,
+            groups=8,
+            upsample="low_conv",
+        ),  # fmt: skip
+        # Training noise centred on sigma 0.17, the levels the network draws below the switch.
+        diffusion=DiffusionConfig(parameterization="edm", p_mean=-1.8, p_std=0.8),
+        sampling=SamplingConfig(
+            sampler="heun",
+            steps=6,  # network levels 0.7 ... 0.006 (11 calls + 2 guided)
+            sigma_min=0.006,
+            clip_denoised=True,
+            hybrid_sigma=0.7,  # the closed-form denoiser lays out; the network details
+            hybrid_steps=5,  # few layout levels: more varied layouts, worth choosing among
+            candidates=4,
+            shift=(0.03, 0.12),  # a scene moves sideways more than up and down
+            patch=PatchConfig(prior=0.035, topk=1),  # a tight prior, unblended patches
+            autoguidance=0.3,  # away from the generic starting weights
+        ),
+        train=TrainConfig(
+            steps=1500,  # about 5 minutes on 2 CPU cores
+            batch_size=6,
+            crop_size=SHORT_BUDGET_CROP if short else 96,
+            # Shrunk by 0.6-1, never enlarged: an enlarged image is a blurred one, and the
+            # network learns and draws that blur.
+            scale_min=0.6,
+            scale_max=1.0,
+            lr=3e-3,
+            warmup_steps=50,
+            lr_decay=True,
+            ema_decay=0.995,
+            init="generic",
+            bf16=True,
+            channels_last=True,
+            checkpoint_every=250,
+            preview_every=1000,
+            preview_steps=12,
+        ),
+    )
