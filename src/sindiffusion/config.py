@@ -97,11 +97,12 @@ class PatchConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.prior, (list, tuple)):
-            self.prior = tuple(float(v) for v in self.prior)
-            if len(self.prior) != 2:
+            pair = tuple(float(v) for v in self.prior)
+            if len(pair) != 2:
                 raise SinDiffusionError(
-                    f"prior is {self.prior}; give one std or a (vertical, horizontal) pair."
+                    f"prior is {pair}; give one std or a (vertical, horizontal) pair."
                 )
+            self.prior = (pair[0], pair[1])
         if self.prior is not None and min(self.prior_pair) <= 0:
             raise SinDiffusionError(
                 f"prior is {self.prior}; give positive stds (or None for no prior)."
@@ -160,8 +161,9 @@ class SamplingConfig:
     mirror: str = ""  # symmetric along "x" (left-right), "y" (up-down) or "xy"; "" = free
 
     def __post_init__(self) -> None:
-        self.shift = tuple(self.shift)
-        self.autoguidance_sigmas = tuple(self.autoguidance_sigmas)
+        self.shift = (float(self.shift[0]), float(self.shift[1]))
+        lo, hi = self.autoguidance_sigmas
+        self.autoguidance_sigmas = (float(lo), float(hi))
         if isinstance(self.patch, dict):
             self.patch = PatchConfig(**self.patch)
 

@@ -29,6 +29,9 @@ class Denoiser(nn.Module):
     -> x0_hat`, x (N, 3, H, W), sigma (N,) or a float, output float32. The network reads no
     extra argument (the layout stage's `shift`, `grid_seed`), so it ignores them."""
 
+    unet: nn.Module  # the UNet, or its DistributedDataParallel wrapper while training
+    sigmas: torch.Tensor  # eps: the DDPM noise levels (T,), a buffer
+
     def __init__(
         self, unet: UNet, cfg: DiffusionConfig, bf16: bool = False, channels_last: bool = False
     ):
@@ -38,7 +41,7 @@ class Denoiser(nn.Module):
         self.bf16 = bf16  # run the UNet under bfloat16 autocast; preconditioning stays float32
         self.channels_last = channels_last  # weights and inputs in channels-last memory format
         if channels_last:
-            unet.to(memory_format=torch.channels_last)
+            unet.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if cfg.parameterization == "eps":
             self.register_buffer(
                 "sigmas", ddpm_sigmas(cfg.timesteps, cfg.beta_start, cfg.beta_end), persistent=False

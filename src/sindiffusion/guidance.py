@@ -366,7 +366,7 @@ def load_clip(name: str | os.PathLike | None = None, device: str | torch.device 
             src = str(local) if is_path else name
             clip = CLIPModel.from_pretrained(src, local_files_only=offline)
             tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=offline)
-            return clip.to(device).eval().requires_grad_(False), tokenizer
+            return clip.to(device).eval().requires_grad_(False), tokenizer  # type: ignore[arg-type]
         except Exception:  # missing files, no network, a foreign folder: all mean "no weights"
             continue
     raise SinDiffusionError(how)
@@ -407,7 +407,7 @@ def guide(
         return None
     if cuts < 1:
         raise SinDiffusionError(f"cuts is {cuts}; give at least 1 cut-out per step.")
-    scores = []
+    scores: list[_CutoutScore] = []
     if class_name is not None:
         from .metrics import efficientnet_lite0
 

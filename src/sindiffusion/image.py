@@ -74,8 +74,7 @@ def open_image(path: str | os.PathLike) -> Image.Image:
                     "resizes after loading)."
                 )
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            return _to_rgb(ImageOps.exif_transpose(img))
     except Image.DecompressionBombError:  # a header Pillow itself refuses to open
         raise SinDiffusionError(
             f"{path} is larger than {MAX_PIXELS // 10**6} megapixels; shrink it first "
@@ -143,7 +142,7 @@ def load_image(
             f"give an image whose short side is at least {min_side} px."
         )
     if (h, w) != (h0, w0):
-        img = img.resize((w, h), Image.LANCZOS)
+        img = img.resize((w, h), Image.Resampling.LANCZOS)
     return pil_to_tensor(img)
 
 
@@ -377,7 +376,9 @@ def _cell_image(cell: Cell, height: int | None) -> Image.Image | None:
     else:
         img = open_image(cell)
     if height is not None and img.height != height:
-        img = img.resize((max(1, round(img.width * height / img.height)), height), Image.LANCZOS)
+        img = img.resize(
+            (max(1, round(img.width * height / img.height)), height), Image.Resampling.LANCZOS
+        )
     return img
 
 
@@ -412,8 +413,8 @@ def contact_sheet(
                 draw.text((x + 4, y + 4), "n/a", fill="black")
             else:
                 sheet.paste(im, (x, y))
-            text = labels[i][j] if labels is not None and j < len(labels[i]) else None
-            if text:
-                draw.rectangle((x, y, x + 8 + 7 * len(text), y + 14), fill="white")
-                draw.text((x + 3, y + 2), text, fill="black")
+            label = labels[i][j] if labels is not None and j < len(labels[i]) else None
+            if label:
+                draw.rectangle((x, y, x + 8 + 7 * len(label), y + 14), fill="white")
+                draw.text((x + 3, y + 2), label, fill="black")
     return sheet

@@ -117,7 +117,7 @@ class SinDiffusion:
     @property
     def size(self) -> tuple[int, int]:
         """(height, width) of the training image."""
-        return tuple(self.image.shape[-2:])
+        return int(self.image.shape[-2]), int(self.image.shape[-1])
 
     def prepare(self, options: SamplingOptions | None = None) -> tuple[Parts, SamplingConfig]:
         """What one sampling call with `options` runs on: this model's parts, the layout

@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import hashlib
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -218,7 +219,8 @@ class PatchDenoiser(nn.Module):
         # A small canvas shrunk to a coarse level can fall below one patch: it is shrunk only
         # to one patch there (a 16 px sample at the 0.1 level is 7 px, not 2).
         p = self.cfg.patch_size
-        size = tuple(max(p, side) for side in _scaled((h, w), lev.factor))
+        sh, sw = _scaled((h, w), lev.factor)
+        size = (max(p, sh), max(p, sw))
         xs = resize(x, size)
         s = max(sigma, self.cfg.sigma_floor) * lev.gain
         x0 = self._denoise_patches(xs, s, lev, seed, shift)
@@ -298,7 +300,7 @@ class _Refs:
         if cfg.prior:
             py, px = cfg.prior_pair  # a wider horizontal prior lets content move sideways
             s = sigma * math.sqrt(cfg.temperature)
-            self.pos_scale = torch.tensor([s / py, s / px], device=pos.device)
+            self.pos_scale: torch.Tensor | float = torch.tensor([s / py, s / px], device=pos.device)
         else:
             self.pos_scale = 0.0
         self.coords = torch.cat([coords, pos * self.pos_scale], 1)  # (R, d + 2)
@@ -339,7 +341,7 @@ def _starts(n: int, p: int, st: int, offset: int) -> torch.Tensor:
     return torch.tensor(sorted(starts))
 
 
-def _scaled(size: tuple[int, int], factor: float) -> tuple[int, int]:
+def _scaled(size: Sequence[int], factor: float) -> tuple[int, int]:
     return max(1, round(size[0] * factor)), max(1, round(size[1] * factor))
 
 

@@ -90,6 +90,7 @@ def random_batch(
     img = resize(image, (h, w), mode="bicubic").clamp(-1, 1)
     if whole:
         return img[None].expand(t.batch_size, -1, -1, -1).contiguous()
+    assert t.crop_size is not None
     ch = max(stride, min(t.crop_size, h) // stride * stride)
     cw = max(stride, min(t.crop_size, w) // stride * stride)
     ys = torch.randint(0, h - ch + 1, (t.batch_size,), generator=generator, device=generator.device)
@@ -175,7 +176,8 @@ class Trainer:
             self.saved_step = self.step
         # Every process must start from the same images, step and seed; the loss then runs
         # through the team's module (DDP averages the gradients), the EMA tracks the bare UNet.
-        state = [len(self.images), *[side for img in self.images for side in img.shape[-2:]]]
+        state: list[float] = [len(self.images)]
+        state += [side for img in self.images for side in img.shape[-2:]]
         state += [img.double().sum().item() for img in self.images] + [self.step, self.seed]
         self.denoiser.unet = self.team.join(self.unet, state)
         if self.run_dir is not None and self.run_dir.is_dir():

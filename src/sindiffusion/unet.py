@@ -74,7 +74,7 @@ class ResBlock(nn.Module):
         self.norm2 = GroupNorm(_groups(cout, groups), cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)  # each block starts as the identity
-        nn.init.zeros_(self.conv2.bias)
+        nn.init.zeros_(self.conv2.bias)  # type: ignore[arg-type]  # a Conv2d's bias is set
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -157,7 +157,7 @@ class UNet(nn.Module):
         self.out_norm = GroupNorm(_groups(cur, cfg.groups), cur)
         self.out_conv = nn.Conv2d(cur, 3, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
-        nn.init.zeros_(self.out_conv.bias)
+        nn.init.zeros_(self.out_conv.bias)  # type: ignore[arg-type]  # a Conv2d's bias is set
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         emb = self.time_embed(timestep_embedding(t, self.cfg.base_channels).to(x.dtype))
@@ -210,6 +210,7 @@ def measure_receptive_field(cfg: ModelConfig, size: int = 256, seed: int = 0) ->
         out = net(x, torch.tensor([10.0]))
         c = size // 2
         out[0, :, c, c].sum().backward()
+        assert x.grad is not None
         mask = x.grad[0].abs().sum(0) > 0
         ys = torch.nonzero(mask.any(1)).flatten()
         xs = torch.nonzero(mask.any(0)).flatten()

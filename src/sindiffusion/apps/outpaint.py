@@ -170,6 +170,7 @@ def outpaint_canvas(
         fy, fx = ANCHORS[anchor]
         top, left = round((H - h) * fy), round((W - w) * fx)
         extend = {"top": top, "bottom": H - h - top, "left": left, "right": W - w - left}
+    assert extend is not None
     ext = {k: int(extend.get(k, 0)) for k in ("left", "right", "top", "bottom")}
     if any(v < 0 for v in ext.values()):
         raise SinDiffusionError(
@@ -221,4 +222,4 @@ def inpaint(
     keyword arguments as `regenerate`.
     """
     img = input_image(model, image)
-    return regenerate(model, img, input_mask(mask, tuple(img.shape[-2:])), **kwargs)
+    return regenerate(model, img, input_mask(mask, (img.shape[-2], img.shape[-1])), **kwargs)

@@ -43,7 +43,7 @@ def sdedit(
     """
     img = input_image(model, image)
     if mask is not None:
-        mask = input_mask(mask, tuple(img.shape[-2:]))
+        mask = input_mask(mask, (img.shape[-2], img.shape[-1]))
     return regenerate(model, img, mask, strength=strength, **kwargs)
 
 

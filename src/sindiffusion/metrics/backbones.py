@@ -21,6 +21,7 @@ import os
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -355,7 +356,7 @@ def inception_stem(
 
 def cached_backbone(
     name: str, device: str | torch.device, weights: str | os.PathLike | None = None
-) -> nn.Module:
+) -> Any:
     """A backbone built once per (name, device, weights file) and shared by every metric call.
 
     `name` is "efficientnet" or "inception" (`weights` as in `inception_stem`); the module is

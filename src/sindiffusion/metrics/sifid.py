@@ -74,7 +74,7 @@ def sifid_features(
     """SIFID feature maps of `images` `(N, 3, H, W)` in [-1, 1]: one `(C, H', W')` per image
     (C = 24 for "efficientnet", 192 for "inception")."""
     model = cached_backbone(backbone, device, inception_weights)
-    out = []
+    out: list[torch.Tensor] = []
     for batch in images.split(_BATCH):
         batch = batch.to(device, torch.float32)
         if isinstance(model, EfficientNetLite0):
