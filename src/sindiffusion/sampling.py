@@ -279,7 +279,7 @@ def run(
             # the same images.
             if extra is None:
                 shift = random_shifts(m * plan.rows, plan.shift, generator, device)
-                chunk_extra = {} if shift is None else {"shift": shift}
+                chunk_extra = {"shift": shift} if shift is not None else {}
             else:
                 chunk_extra = {k: v[rows] for k, v in extra.items()}
             if noise is None:

@@ -91,7 +91,7 @@ def animate(
         )
     h, w = model.output_size(size, scale)
     generator = torch.Generator().manual_seed(seed)
-    extra = {}
+    extra: dict[str, torch.Tensor] = {}
     if model.patch is not None:  # the layout stage: one shift and one patch grid for all frames
         shift = random_shifts(1, opts.shift, generator, model.device)
         if shift is not None:
