@@ -24,28 +24,30 @@ from PIL import Image, ImageDraw
 
 import sindiffusion
 from sindiffusion.checkpoint import load_checkpoint
+from sindiffusion.config import SamplingOptions
 from sindiffusion.image import atomic_write, tensor_to_pil
 from sindiffusion.layout import layout_mismatch, random_shifts
 from sindiffusion.metrics.diversity import pixel_diversity
 from sindiffusion.metrics.sifid import sifid
-from sindiffusion.sampling import build_plan
+from sindiffusion.sampling import Kind, build_plan
 
 
 def candidate_row(model, n: int, seed: int, renoise: float):
     """n layouts (n, 3, h, w), their mismatch scores (n,) and the finished samples (n, 3, h, w)
     each of them becomes, all from one seeded generator, through the stages `sample` runs."""
-    plan = build_plan(model.parts, model.options(candidates=2, renoise=renoise))
-    if len(plan.stages) != 2:
+    plan = build_plan(*model.prepare(SamplingOptions(candidates=2, renoise=renoise)))
+    if plan.kind is Kind.ONE:
         raise SystemExit("not a hybrid model with levels above its switch (hybrid_sigma > 0).")
     first, second = plan.stages
     g = torch.Generator().manual_seed(seed)
     shift = random_shifts(n, plan.shift, g, model.device)
-    extra = {} if shift is None else {"shift": shift}
+    extra = {"shift": shift} if shift is not None else {}
     x = torch.randn((n, 3, *model.size), generator=g) * first.sigmas[0]
     x = first.sampler(first.denoiser, x, first.sigmas, generator=g, extra_args=extra)
-    layouts = x if plan.renoise else first.denoiser(x, first.sigmas[-1], **extra)
-    if plan.renoise:
-        x, extra = x + second.sigmas[0] * torch.randn(x.shape, generator=g), {}
+    renoised = plan.kind is Kind.RENOISE
+    layouts = x if renoised else first.denoiser(x, first.sigmas[-1], **extra)
+    if renoised:
+        x = x + second.sigmas[0] * torch.randn(x.shape, generator=g)
     finals = second.sampler(second.denoiser, x, second.sigmas, generator=g, extra_args=extra)
     return layouts, layout_mismatch(layouts, model.image), finals.clamp(-1, 1)
 
