@@ -14,10 +14,13 @@ per image, `n.png` beside `n.jpg`) the same way. Writes to the output folder:
 
     python benchmarks/quality.py --split report --minutes 5   # Places50 26-50: what we report
     python benchmarks/quality.py --split tune --minutes 5     # Places50 1-25: what we tune on
+    python benchmarks/quality.py --set lsun --split report    # LSUN 38-49, structured scenes
     python benchmarks/quality.py --images 1-2 --steps 20 --k 2 --out bench-out/smoke   # smoke test
 
-The splits (issue #28): settings are chosen on the *tune* images only, and figures meant for
-users come from the *report* images, which no decision ever looked at.
+The splits (issues #28, #37): settings are chosen on the *tune* images only, and figures meant
+for users come from the *report* images, which no decision ever looked at. Scoring is
+format-matched (`--no-format-match` turns it off): every fake, ours and the baselines', goes
+through the real file's own JPEG encoding before it is scored (`metrics.formats`).
 
 Paths default to the repository root's neighbour ../shared (run it from the repository root).
 """
@@ -56,14 +59,45 @@ from sindiffusion.image import (
     to_uint8,
 )
 from sindiffusion.image import list_images as image_files
-from sindiffusion.metrics import match_sizes, score, texture_share
+from sindiffusion.metrics import jpeg_format, match_sizes, score, texture_share
 from sindiffusion.report import markdown_table, mean_std
 
-DEFAULT_DATA = "../shared/data/places50"
-DEFAULT_BASELINES = "../shared/data/baselines/places50"
-DEFAULT_COMPARE = ("singan", "gpnn", "gpdm")
-# Places50 halves: settings are tuned on the first, figures reported on the second (issue #28).
-SPLITS = {"tune": "1-25", "report": "26-50"}
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A benchmark set: its real images, the folder of the published methods' outputs (one
+    sub-folder per method: `n.png`/`n.jpg` beside real `n.jpg`, or several `n_k.jpg`), and
+    its splits: settings are tuned on `tune` only, figures for users come from `report`."""
+
+    data: str
+    baselines: str
+    compare: tuple[str, ...]
+    splits: dict[str, str]
+    max_size: int  # long side of the real image and of our training image, px: the set's own
+
+
+SETS = {
+    "places50": ImageSet(
+        "../shared/data/places50",
+        "../shared/data/baselines/places50",
+        ("singan", "consingan", "gpnn", "gpdm"),
+        {"tune": "1-25", "report": "26-50"},
+        250,
+    ),
+    # Structured scenes (kitchens, towers, bridges), 10 published samples per baseline.
+    "lsun": ImageSet(
+        "../shared/data/lsun/real",
+        "../shared/data/lsun",
+        ("singan", "consingan"),
+        {"tune": "25-37", "report": "38-49"},
+        256,  # the scenes are 251 px long: kept as they are, as the baselines' samples
+    ),
+}
+SPLITS = ("tune", "report")
+# Places50's, for the benchmarks that score natural scenes only.
+DEFAULT_DATA = SETS["places50"].data
+DEFAULT_BASELINES = SETS["places50"].baselines
+DEFAULT_COMPARE = SETS["places50"].compare
 CONTACT_SAMPLES = 3  # our samples per contact-sheet row
 DIVERSITY_FLOOR = 0.35  # issue #28's per-image pixel diversity target
 
@@ -134,6 +168,16 @@ def find_by_stem(folder: Path, stem: str) -> Path | None:
         if p.suffix.lower() in IMAGE_SUFFIXES:
             return p
     return None
+
+
+def outputs_of(folder: Path, stem: str) -> list[Path]:
+    """A method's outputs for image `stem` in `folder`: `stem.*` (one), or `stem_0.*`,
+    `stem_1.*`, ... (several, in natural order); empty when it has none."""
+    one = find_by_stem(folder, stem)
+    if one is not None:
+        return [one]
+    many = [p for p in folder.glob(f"{stem}_*.*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted((p for p in many if p.stem[len(stem) + 1 :].isdigit()), key=natural_key)
 
 
 # --- table ----------------------------------------------------------------------------------------
@@ -246,13 +290,17 @@ def train_or_load(
 
 
 def _folder_method(name: str, folder: Path) -> Method:
-    """A comparison method whose outputs lie in `folder` as stem.png (one per image)."""
+    """A comparison method whose outputs lie in `folder` (`outputs_of`: one or several per
+    image; with several, its diversity is measured too)."""
 
     def fakes(stem: str, path: Path, real: torch.Tensor):
-        file = find_by_stem(folder, stem)
-        if file is None:
+        files = outputs_of(folder, stem)
+        if not files:
             return None, {}
-        return load_image(file)[None], {}
+        images = [load_image(f) for f in files]
+        if all(img.shape == images[0].shape for img in images):
+            return torch.stack(images), {}
+        return match_sizes(real, images)[0], {}
 
     return Method(name=name, key=name, fakes=fakes, samples_dir=folder)
 
@@ -293,6 +341,7 @@ def build_methods(args: argparse.Namespace) -> list[Method]:
 
     minutes = None if args.steps else args.minutes
     config = preset(args.preset, minutes)
+    config.train.max_size = args.max_size
 
     def ours(stem: str, path: Path, real: torch.Tensor):
         model, ckpt = train_or_load(
@@ -341,8 +390,9 @@ def _comparisons(args: argparse.Namespace) -> list[tuple[str, Path]]:
                 raise SinDiffusionError(f"--compare {name}: {folder} is not a folder.")
             pairs.append((name, Path(folder)))
         return pairs
-    base = Path(DEFAULT_BASELINES)
-    found = [(n, base / n) for n in DEFAULT_COMPARE if (base / n).is_dir()]
+    image_set = SETS[args.set]
+    base = Path(image_set.baselines)
+    found = [(n, base / n) for n in image_set.compare if (base / n).is_dir()]
     if not found:
         print(f"note: no comparison folders in {base}; scoring our model only", file=sys.stderr)
     return found
@@ -359,12 +409,12 @@ def score_method(
 ) -> dict | None:
     """The cached record of `method` on one image, or a fresh one (then cached); None if the
     method has no output for this image."""
+    fmt = None if args.no_format_match else jpeg_format(path)
     if record_file.exists():
         record = json.loads(record_file.read_text())
         now = method.fingerprint(stem) if method.fingerprint else None
-        if (record.get("k"), record.get("size"), record.get("fingerprint")) == (
-            method.k, list(real.shape[-2:]), now,
-        ):  # fmt: skip
+        cached = (record.get("k"), record.get("size"), record.get("fingerprint"))
+        if cached == (method.k, list(real.shape[-2:]), now) and record.get("format") == str(fmt):
             return record
     fakes, extra = method.fakes(stem, path, real)
     if fakes is None:
@@ -374,9 +424,10 @@ def score_method(
         print(f"  note: {method.name} on {stem}: {note}", file=sys.stderr)
     scores = score(
         real, fakes, backbone=args.backbone, device=args.score_device,
-        inception_weights=args.inception_weights,
+        inception_weights=args.inception_weights, fake_format=fmt,
     )  # fmt: skip
     record = {
+        "format": str(fmt),
         "method": method.name,
         "image": stem,
         "n_fakes": int(fakes.shape[0]),
@@ -398,8 +449,11 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.images and args.split:
         raise SinDiffusionError("give either --images or --split, not both.")
-    numbers = parse_images(args.images or SPLITS[args.split]) if args.images or args.split else None
-    files = list_images(Path(args.data), numbers)
+    image_set = SETS[args.set]
+    args.data = args.data or image_set.data
+    args.max_size = args.max_size or image_set.max_size
+    spec = args.images or (image_set.splits[args.split] if args.split else None)
+    files = list_images(Path(args.data), parse_images(spec) if spec else None)
     out = Path(args.out)
     methods = build_methods(args)
     score_dir = out / "scores" / args.backbone
@@ -452,8 +506,14 @@ def _report(records: dict[str, dict[str, dict]], files: Sequence[Path], args) ->
         f"Ours: preset `{args.preset}`, {budget} of training per image, {args.k} samples per "
         f"image at the image's size (seed {args.seed}); torch threads: {torch.get_num_threads()}. "
         "Mean ± std over images; s / sample is the wall time of one batch of K samples / K. "
-        "Comparison methods have one output per image "
-        "(diversity n/a; their training and sampling times are not known here). "
+        "Comparison methods have their published outputs: one per image (diversity n/a) or "
+        "several (LSUN: 10, diversity measured); their times are not known here. "
+        + (
+            "Every fake is scored after a round trip through the real file's own JPEG "
+            "encoding (format-matched). "
+            if not args.no_format_match
+            else "Fakes scored as they are (--no-format-match). "
+        )
         + (
             "SIFID-E is SIFID on EfficientNet-Lite0 features: not comparable with published "
             "(Inception) SIFID values."
@@ -546,7 +606,7 @@ def _write_contact(methods: Sequence[Method], files: Sequence[Path], out: Path) 
                 found = sorted((m.samples_dir / path.stem).glob("sample-*.png"))[:n]
                 row += found + [None] * (n - len(found))
             else:
-                row.append(find_by_stem(m.samples_dir, path.stem))
+                row.append(next(iter(outputs_of(m.samples_dir, path.stem)), None))
     labels = [[p.stem] for p in files]
     sheet = contact_sheet(rows, headers, labels=labels)
     save_image(sheet, out / "contact.png")
@@ -572,16 +632,21 @@ def _positive_float(text: str) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The benchmark's options."""
     p.add_argument(
-        "data", nargs="?", default=DEFAULT_DATA, help=f"folder of images (default {DEFAULT_DATA})"
+        "--set",
+        choices=sorted(SETS),
+        default="places50",
+        help="the image set, its baselines and splits: places50 (natural scenes, default) or "
+        "lsun (structured scenes, 10 SinGAN and ConSinGAN samples each)",
     )
+    p.add_argument("data", nargs="?", help="folder of images (default: the set's)")
     p.add_argument(
         "--images", help="image numbers (file stems), e.g. 1-10 or 1-7,12-14 (default all)"
     )
     p.add_argument(
         "--split",
-        choices=sorted(SPLITS),
-        help="tune: Places50 1-25, where settings are chosen; report: 26-50, where figures "
-        "for users come from (never used for tuning)",
+        choices=SPLITS,
+        help="tune: where settings are chosen (Places50 1-25, LSUN 25-37); report: where "
+        "figures for users come from, never used for tuning (Places50 26-50, LSUN 38-49)",
     )
     p.add_argument("--preset", default="fast", help="our preset (default fast)")
     budget = p.add_mutually_exclusive_group()
@@ -597,7 +662,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=_positive_int, default=10, help="our samples per image (default 10)")
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed (default 0)")
     p.add_argument(
-        "--max-size", type=_positive_int, default=250, help="long side of the real image (250)"
+        "--max-size",
+        type=_positive_int,
+        help="long side of the real image and our training image (default: the set's, "
+        "Places50 250, LSUN 256)",
     )
     p.add_argument(
         "--cache", default="bench-out/cache", help="trained run folders (default bench-out/cache)"
@@ -607,10 +675,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--compare",
         action="append",
         metavar="NAME=DIR",
-        help=f"a folder of another method's outputs, n.png per image n (repeatable; default: "
-        f"{', '.join(DEFAULT_COMPARE)} from {DEFAULT_BASELINES})",
+        help="a folder of another method's outputs, n.png or n_0.jpg, n_1.jpg, ... per image n "
+        "(repeatable; default: the set's published baselines)",
     )
     p.add_argument("--no-compare", action="store_true", help="score our model only")
+    p.add_argument(
+        "--no-format-match",
+        action="store_true",
+        help="score fakes as they are, not after the real file's own JPEG encoding",
+    )
     p.add_argument("--zero-training", action="store_true", help="add the zero-training mode's row")
     p.add_argument("--backbone", choices=("efficientnet", "inception"), default="efficientnet")
     p.add_argument("--inception-weights", help="InceptionV3 weights file for --backbone inception")

@@ -130,6 +130,19 @@ def test_end_to_end_tiny_run_resumes_from_cache(tmp_path, capsys):
     assert (record.stat().st_mtime_ns, sample.stat().st_mtime_ns, record.read_text()) == before
     assert json.loads(record.read_text())["k"] == 2
     assert (out / "table.md").read_text() == table
+    # Scored format-matched: the real images are quality-75 JPEGs (Pillow's default).
+    assert json.loads(record.read_text())["format"] == "JPEG quality 75 (4:2:0)"
+    assert "format-matched" in table
+
+
+def test_a_methods_outputs_are_one_per_image_or_several(tmp_path):
+    for name in ("3.png", "4_0.jpg", "4_1.jpg", "4_10.jpg", "4_x.jpg", "40.jpg", "4_2.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in quality.outputs_of(tmp_path, "3")] == ["3.png"]
+    assert [p.name for p in quality.outputs_of(tmp_path, "4")] == ["4_0.jpg", "4_1.jpg", "4_10.jpg"]
+    assert quality.outputs_of(tmp_path, "5") == []
+    assert quality.SETS["lsun"].splits == {"tune": "25-37", "report": "38-49"}
+    assert "consingan" in quality.SETS["places50"].compare
 
 
 def test_cached_runs_take_new_sampling_settings_without_retraining(tmp_path):

@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--inception-weights",
         help="InceptionV3 weights file, e.g. torchvision's inception_v3_google-0cc3c7bd.pth",
     )
+    p.add_argument(
+        "--no-format-match",
+        action="store_true",
+        help="score the fakes as they are; by default, when the real image is a JPEG, each fake "
+        "is first encoded the same way (its quality and chroma subsampling), so the features "
+        "compare images, not file formats",
+    )
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--json", action="store_true", help="print JSON")
 

@@ -108,7 +108,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from ..metrics import METRICS, match_sizes, score
+    from ..metrics import METRICS, jpeg_format, match_sizes, score
 
     real = load_image(args.real)
     images = [load_image(path) for path in args.fakes]
@@ -117,12 +117,21 @@ def cmd_score(args: argparse.Namespace) -> int:
     resized = [p for p, x in zip(args.fakes, images, strict=True) if x.shape != real.shape]
     for path, note in zip(resized, notes, strict=True):
         print(f"warning: {path}: {note}", file=sys.stderr)
+    fmt = None if args.no_format_match else jpeg_format(args.real)
+    if fmt is not None:
+        print(
+            f"note: the fakes are scored after a round trip through the real image's own "
+            f"encoding, {fmt} (--no-format-match scores them as they are)",
+            file=sys.stderr,
+        )
     result = score(
         real, fakes, backbone=args.backbone, device=args.device,
-        inception_weights=args.inception_weights,
+        inception_weights=args.inception_weights, fake_format=fmt,
     )  # fmt: skip
     if args.json:
-        print(json.dumps({"real": args.real, "fakes": args.fakes, "metrics": result}, indent=2))
+        fmt_name = None if fmt is None else str(fmt)
+        report = {"real": args.real, "fakes": args.fakes, "format_match": fmt_name}
+        print(json.dumps(report | {"metrics": result}, indent=2))
         return 0
     print(f"{args.real} against {len(args.fakes)} generated image(s):")
     for key, value in result.items():

@@ -2,7 +2,8 @@
 
 `score(real, fakes)` computes them all; the modules hold the pieces: `backbones`
 (EfficientNet-Lite0, InceptionV3 stem), `sifid` (per-fake SIFID: `sifid.sifid`), `diversity`,
-`patches`, `structure` (seams, edge correlation), `evaluate` (`score`).
+`patches`, `structure` (seams, edge correlation), `formats` (format-matched scoring: a fake
+goes through the real file's own JPEG encoding), `evaluate` (`score`).
 """
 
 from sindiffusion.metrics.backbones import (
@@ -13,6 +14,7 @@ from sindiffusion.metrics.backbones import (
 )
 from sindiffusion.metrics.diversity import lpips_e, pixel_diversity, texture_share
 from sindiffusion.metrics.evaluate import METRICS, match_sizes, score
+from sindiffusion.metrics.formats import JpegFormat, jpeg_format, round_trip
 from sindiffusion.metrics.patches import copy_fraction, copy_score, patch_nn_distance, patch_swd
 from sindiffusion.metrics.sifid import frechet_distance
 from sindiffusion.metrics.structure import (
@@ -26,6 +28,7 @@ from sindiffusion.metrics.structure import (
 __all__ = [
     "METRICS",
     "InceptionWeightsMissing",
+    "JpegFormat",
     "copy_fraction",
     "copy_score",
     "edge_correlation",
@@ -35,11 +38,13 @@ __all__ = [
     "frechet_distance",
     "imagenet_classes",
     "inception_stem",
+    "jpeg_format",
     "lpips_e",
     "match_sizes",
     "patch_nn_distance",
     "patch_swd",
     "pixel_diversity",
+    "round_trip",
     "score",
     "seam_score",
     "texture_share",

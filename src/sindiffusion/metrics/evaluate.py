@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from sindiffusion.errors import SinDiffusionError
 from sindiffusion.image import MIN_SIDE
 from sindiffusion.metrics.diversity import lpips_e, pixel_diversity
+from sindiffusion.metrics.formats import JpegFormat, round_trip
 from sindiffusion.metrics.patches import copy_fraction, copy_score, patch_nn_distance, patch_swd
 from sindiffusion.metrics.sifid import sifid
 
@@ -72,6 +73,7 @@ def score(
     backbone: str = "efficientnet",
     device: str | torch.device = "cpu",
     inception_weights: str | os.PathLike | None = None,
+    fake_format: JpegFormat | None = None,
 ) -> dict[str, float]:
     """Every metric of `real` `(3, H, W)` against `fakes` `(N, 3, H, W)`, all in [-1, 1].
 
@@ -81,6 +83,8 @@ def score(
     needs `inception_weights` or $SINDIFFUSION_INCEPTION_WEIGHTS), "pixel_diversity" and
     "lpips_e" (only with N >= 2), "patch_nn", "patch_swd", "copy_score". Values are means over
     the fakes. Backbones are built once per process and device, so repeated calls are cheap.
+    fake_format: every fake goes through this JPEG encoding first (`formats.round_trip`;
+    format-matched scoring: give the real file's own, `formats.jpeg_format(path)`).
     """
     if backbone not in ("efficientnet", "inception"):
         raise SinDiffusionError(f"unknown backbone {backbone!r}; use efficientnet or inception.")
@@ -96,6 +100,7 @@ def score(
     fakes, notes = match_sizes(real, fakes)
     for note in notes:
         warnings.warn(note, stacklevel=2)
+    fakes = round_trip(fakes, fake_format)
 
     key = "sifid_e" if backbone == "efficientnet" else "sifid"
     result = {key: sifid(real, fakes, backbone, device, inception_weights).mean().item()}
