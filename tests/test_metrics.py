@@ -186,7 +186,10 @@ def test_inception_loads_a_whole_network_file_without_batch_counters(tmp_path):
     state["Mixed_5b.branch1x1.conv.weight"] = torch.zeros(64, 192, 1, 1)  # later layers: ignored
     state["fc.weight"] = torch.zeros(1008, 2048)
     torch.save(state, tmp_path / "full.pth")
-    inception_stem(tmp_path / "full.pth")
+    net = inception_stem(tmp_path / "full.pth")
+    loaded = net.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if k in loaded)
+    assert "fc.weight" not in loaded  # the layers after the stem are left out
 
 
 def test_inception_rejects_a_foreign_weights_file(tmp_path):
@@ -199,6 +202,7 @@ def test_inception_rejects_a_foreign_weights_file(tmp_path):
 
 def test_missing_inception_weights_say_how_to_provide_them(monkeypatch, tmp_path, real):
     monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("SINDIFFUSION_NO_DOWNLOAD", "1")  # with internet it would fetch them
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # an empty cache
     with pytest.raises(
         ValueError, match=f"--inception-weights PATH, set \\${INCEPTION_WEIGHTS_ENV}"

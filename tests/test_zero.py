@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import natural_like
+from conftest import natural_like, natural_tensor
 from PIL import Image
 
 import sindiffusion
 from sindiffusion.cli import main
 from sindiffusion.errors import SinDiffusionError
+from sindiffusion.metrics import patch_nn_distance
 from sindiffusion.patch_denoiser import PatchDenoiser
 from sindiffusion.samplers import SAMPLERS
 
@@ -194,3 +195,16 @@ def test_prior_pairs_are_checked_and_kept_in_configs():
     for bad in ((0.02, 0.03, 0.04), (0.02, -0.1), 0, -0.05):
         with pytest.raises(SinDiffusionError, match="prior is"):
             PatchConfig(prior=bad)
+
+
+def test_a_zero_training_sample_is_made_of_the_images_patches_not_noise():
+    # Shape, range and std hold for noise too: the sample's 7x7 patches must lie near the
+    # image's, unlike noise with the image's own pixel values (measured: sample 0.11, the
+    # image's pixels shuffled 0.39, uniform noise 0.57).
+    image = natural_tensor(40, 48)
+    sample = sindiffusion.zero_training(image, steps=8).sample(n=2, seed=0)
+    g = torch.Generator().manual_seed(0)
+    shuffled = image.flatten(1)[:, torch.randperm(40 * 48, generator=g)].reshape(1, 3, 40, 48)
+    uniform = torch.rand(1, 3, 40, 48, generator=g) * 2 - 1
+    noise = min(patch_nn_distance(image, x).mean().item() for x in (shuffled, uniform))
+    assert patch_nn_distance(image, sample).mean().item() < 0.5 * noise
