@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 
 from .. import apps
 from ..checkpoint import CHECKPOINT
-from ..config import Config, load_config, preset
+from ..config import Config, SamplingOptions, load_config, preset
 from ..errors import SinDiffusionError
 from ..guidance import CLIP_ENV, Guide, guide
 from ..image import IMAGE_SUFFIXES, MIN_SIDE, save_image, tensor_to_pil, write_samples
@@ -37,6 +38,7 @@ MAX_SAMPLE_SIDE = 1024  # the page is for one laptop; bigger samples belong to t
 MAX_SAMPLES = 16
 MAX_SPREAD = 0.2  # the layout spread slider's end: beyond it layouts lose the scene
 CACHE_DIR = ".gradio"  # gradio's upload/download cache, inside the runs folder
+SIDES = ("left", "right", "top", "bottom")  # outpainting's sides, in the page's order
 
 
 def _gradio():
@@ -53,7 +55,6 @@ def _gradio():
 # --- the page ----------------------------------------------------------------------------------
 def _page_errors(fn: Callable) -> Callable:
     """Show a `SinDiffusionError` as the page's error message instead of a stack trace."""
-    gr = _gradio()
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
@@ -61,7 +62,7 @@ def _page_errors(fn: Callable) -> Callable:
             try:
                 yield from fn(*args, **kwargs)
             except SinDiffusionError as e:
-                raise gr.Error(str(e), print_exception=False) from None
+                raise _page_error(e) from None
 
         return gen
 
@@ -70,9 +71,14 @@ def _page_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except SinDiffusionError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+            raise _page_error(e) from None
 
     return call
+
+
+def _page_error(error: SinDiffusionError) -> Exception:
+    """The page's message for `error` (gradio is imported only once a page exists)."""
+    return _gradio().Error(str(error), print_exception=False)
 
 
 def _latest_preview(run_dir: Path) -> str | None:
@@ -112,156 +118,96 @@ def build_app(
 ):
     """The page as a `gradio.Blocks` (not started). `config` replaces the fast preset."""
     gr = _gradio()
-    store = RunStore(runs)
+    page = _Page(RunStore(runs), config, max_upload_mb, device, preview_seconds)
     # Served in place: without this gradio copies every file it shows (checkpoints too) into its
     # cache. Browsers can read the runs folder either way (`allowed_paths`), and nothing else.
-    gr.set_static_paths([store.root])
-    base = config if config is not None else preset("fast")
-    custom = config is not None
-    training = OneAtATime()
-    current: dict[str, TrainingJob] = {}
-
-    def with_max_size(max_size: Any, minutes: float | None = None) -> Config:
-        # The preset for this budget (short runs train on smaller crops); a given config as is.
-        cfg = Config.from_dict((base if custom else preset("fast", minutes)).to_dict())
-        cfg.train.max_size = _whole(max_size, "the long side", MIN_SIDE, 2048)
-        return cfg
-
-    def show_upload(path, max_size):
-        """Check an upload at once; a refused file is removed from the page, with the reason."""
-        try:
-            img = check_upload(path, with_max_size(max_size), max_upload_mb)
-        except SinDiffusionError as e:
-            gr.Warning(str(e), title="Upload refused")
-            return None, None, f"**refused:** {e}"
-        h, w = img.shape[-2:]
-        return gr.update(), tensor_to_pil(img), f"trains at {w}x{h} px"
-
-    @_page_errors
-    def run_training(path, kind, amount, seed, max_size):
-        if kind == "minutes":
-            minutes, steps = float(amount or 0), None
-            if not 0 < minutes <= 24 * 60:
-                raise SinDiffusionError("minutes must be between 0 and 1440.")
-        else:
-            minutes, steps = None, _whole(amount, "steps", 1, 10**6)
-        cfg = with_max_size(max_size, minutes)
-        img = check_upload(path, cfg, max_upload_mb)
-        seed = _whole(seed, "the seed", 0, 2**31 - 1)
-        training.claim()
-        try:
-            run_dir = store.new_run(Path(path).name)
-            job = TrainingJob(img, cfg, run_dir, steps, minutes, seed, device, preview_seconds)
-            current["job"] = job.start()
-            keep = gr.update()
-            while not job.done:
-                time.sleep(0.5)
-                preview = str(job.preview_path) if job.preview_path else keep
-                yield job.status(), preview, job.loss_table(), keep
-            job.join()
-            if job.error:
-                raise SinDiffusionError(job.error)
-            name = run_dir.name
-            yield (
-                job.status() + f" · run folder `{name}`",
-                str(job.preview_path),
-                job.loss_table(),
-                gr.update(choices=store.names(), value=name),
-            )
-        finally:
-            current.pop("job", None)
-            training.release()
-
-    def stop_training():
-        job = current.get("job")
-        if job is not None:
-            job.stop()
-
-    @_page_errors
-    def select_run(name):
-        if not name:
-            return "No run yet: upload an image and train one.", None, None
-        model = store.model(name, device)
-        h, w = model.size
-        run_dir = store.path(name)
-        prior = model.config.sampling.patch.prior
-        info = (
-            f"**{name}** · preset {model.config.preset} · {model.step} steps · "
-            f"training image {w}x{h} px · sampler {model.config.sampling.sampler} "
-            f"({model.config.sampling.steps} steps)"
-            + (f" · layout spread {prior}" if model.patch is not None else "")
-        )
-        return info, _latest_preview(run_dir), str(run_dir / CHECKPOINT)
-
-    tracker = gr.Progress()  # gradio shows a progress bar for a handler with one as default
-
-    @_page_errors
-    def make_samples(name, width, height, n, seed, spread, cls, text, scale, progress=tracker):
-        model = store.model(name, device)
-        h0, w0 = model.size
-        w = _whole(width, "the width", 0, MAX_SAMPLE_SIDE) or w0
-        h = _whole(height, "the height", 0, MAX_SAMPLE_SIDE) or h0
-        if min(w, h) < MIN_SIDE:
-            raise SinDiffusionError(
-                f"each side must be at least {MIN_SIDE} px (0 = training size)."
-            )
-        n = _whole(n, "the number of samples", 1, MAX_SAMPLES)
-        seed = _whole(seed, "the seed", 0, 2**31 - 1)
-        prior = _spread(spread)
-        steer, tag = guided(model, cls, text, scale, seed)
-        images = model.sample(
-            n=n,
-            size=(h, w),
-            seed=seed,
-            prior=prior,
-            guide=steer,
-            callback=_ticker(progress, n, model),
-        )
-        tag = (f"-spread{prior:g}" if prior else "") + tag
-        return _write_gallery(
-            images, store.path(name) / "samples" / f"{w}x{h}-seed{seed}-n{n}{tag}"
-        )
-
-    names = store.names()
+    gr.set_static_paths([page.store.root])
     with gr.Blocks(title="sindiffusion", analytics_enabled=False) as app:
         gr.Markdown(
             "# sindiffusion\nLearn a diffusion model from **one** image, then draw new images "
             "of any size with the same patches."
         )
+        train = page.train_panel()
+        run = page.run_bar(app, train.preview)
+        guide_fields = page.guidance_fields()
+        with gr.Tabs():
+            page.samples_tab(run, guide_fields)
+            page.apps_tab(run, guide_fields)
+        page.wire_training(train, run)
+    return app
+
+
+class _Page:
+    """The page's state (the runs folder, the base config, the one training at a time) and
+    its handlers; each `*_panel` / `*_tab` method lays out one part of the page in order and
+    wires the events whose inputs and outputs it holds."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        config: Config | None,
+        max_upload_mb: float,
+        device: str | None,
+        preview_seconds: float,
+    ):
+        self.gr = _gradio()
+        self.store = store
+        self.base = config if config is not None else preset("fast")
+        self.custom = config is not None
+        self.max_upload_mb = max_upload_mb
+        self.device = device
+        self.preview_seconds = preview_seconds
+        self.training = OneAtATime()
+        self.current: dict[str, TrainingJob] = {}
+        self.tracker = self.gr.Progress()
+
+    def tracked(self, handler: Callable) -> Callable:
+        """`handler`, whose last parameter is `progress`, as gradio must see it to show a
+        progress bar: with a `gr.Progress` as that parameter's default (gradio finds it by the
+        default's type; gradio is imported only when a page is built, so the methods cannot
+        name it in their own signatures)."""
+        signature = inspect.signature(handler)
+        params = list(signature.parameters.values())
+        params[-1] = params[-1].replace(default=self.tracker)
+
+        def call(*args, **kwargs):
+            return handler(*args, **kwargs)
+
+        call.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        return call
+
+    # --- 1 · Train ---------------------------------------------------------------------------
+    def train_panel(self) -> SimpleNamespace:
+        """Upload an image, set a budget, train with a live preview and loss curve."""
+        gr, base = self.gr, self.base
         with gr.Row(equal_height=False):
             with gr.Column():
                 gr.Markdown(
                     "### 1 · Train"
-                    + (f" (config `{base.preset}`)" if custom else " (`fast` preset)")
+                    + (f" (config `{base.preset}`)" if self.custom else " (`fast` preset)")
                 )
                 upload = _image_upload(
                     gr,
-                    f"training image: PNG, JPEG, WebP, TIFF or BMP, at most {max_upload_mb:g} MB",
+                    "training image: PNG, JPEG, WebP, TIFF or BMP, at most "
+                    f"{self.max_upload_mb:g} MB",
                     "upload",
                     120,
                 )
                 with gr.Row():
                     train_image = gr.Image(
-                        label="as trained",
-                        interactive=False,
-                        elem_id="train-image",
-                        height=160,
-                        format="png",
-                    )
+                        label="as trained", interactive=False, elem_id="train-image",
+                        height=160, format="png",
+                    )  # fmt: skip
                     upload_info = gr.Markdown(elem_id="upload-info")
                 with gr.Row():
                     kind = gr.Radio(
-                        ["minutes", "steps"],
-                        value="steps" if custom else "minutes",
-                        label="budget",
-                        elem_id="budget-kind",
-                    )
+                        ["minutes", "steps"], value="steps" if self.custom else "minutes",
+                        label="budget", elem_id="budget-kind",
+                    )  # fmt: skip
                     amount = gr.Number(
-                        value=base.train.steps if custom else 3,
-                        label="minutes or steps",
-                        minimum=0,
-                        elem_id="budget",
-                    )
+                        value=base.train.steps if self.custom else 3, label="minutes or steps",
+                        minimum=0, elem_id="budget",
+                    )  # fmt: skip
                 with gr.Accordion("advanced", open=False):
                     with gr.Row():
                         seed = gr.Number(0, precision=0, label="seed", minimum=0)
@@ -274,96 +220,293 @@ def build_app(
                 status = gr.Markdown(elem_id="train-status")
             with gr.Column():
                 preview = gr.Image(
-                    label="preview: the training image, then samples",
-                    interactive=False,
-                    elem_id="preview",
-                    format="png",
-                    height=200,
-                )
+                    label="preview: the training image, then samples", interactive=False,
+                    elem_id="preview", format="png", height=200,
+                )  # fmt: skip
                 loss_plot = gr.LinePlot(
                     x="step", y="loss", label="loss (smoothed)", height=200, elem_id="loss"
                 )
+        # `upload`, not `change`: removing a refused file must not fire the check again.
+        upload.upload(self.show_upload, [upload, max_size], [upload, train_image, upload_info])
+        upload.clear(lambda: (None, ""), None, [train_image, upload_info])
+        return SimpleNamespace(
+            upload=upload, kind=kind, amount=amount, seed=seed, max_size=max_size,
+            train_btn=train_btn, stop_btn=stop_btn, status=status, preview=preview,
+            loss_plot=loss_plot,
+        )  # fmt: skip
+
+    def wire_training(self, train: SimpleNamespace, run) -> None:
+        """Train and Stop; a finished run is selected in the run list."""
+        inputs = [train.upload, train.kind, train.amount, train.seed, train.max_size]
+        outputs = [train.status, train.preview, train.loss_plot, run]
+        train.train_btn.click(self.run_training, inputs, outputs, show_progress="minimal")
+        train.stop_btn.click(self.stop_training, None, None, queue=False)
+
+    def with_max_size(self, max_size: Any, minutes: float | None = None) -> Config:
+        """The preset for this budget (short runs train on smaller crops), or the given config,
+        with the page's long side."""
+        base = self.base if self.custom else preset("fast", minutes)
+        cfg = Config.from_dict(base.to_dict())
+        cfg.train.max_size = _whole(max_size, "the long side", MIN_SIDE, 2048)
+        return cfg
+
+    def show_upload(self, path, max_size):
+        """Check an upload at once; a refused file is removed from the page, with the reason."""
+        try:
+            img = check_upload(path, self.with_max_size(max_size), self.max_upload_mb)
+        except SinDiffusionError as e:
+            self.gr.Warning(str(e), title="Upload refused")
+            return None, None, f"**refused:** {e}"
+        h, w = img.shape[-2:]
+        return self.gr.update(), tensor_to_pil(img), f"trains at {w}x{h} px"
+
+    @_page_errors
+    def run_training(self, path, kind, amount, seed, max_size):
+        if kind == "minutes":
+            minutes, steps = float(amount or 0), None
+            if not 0 < minutes <= 24 * 60:
+                raise SinDiffusionError("minutes must be between 0 and 1440.")
+        else:
+            minutes, steps = None, _whole(amount, "steps", 1, 10**6)
+        cfg = self.with_max_size(max_size, minutes)
+        img = check_upload(path, cfg, self.max_upload_mb)
+        seed = _whole(seed, "the seed", 0, 2**31 - 1)
+        self.training.claim()
+        try:
+            run_dir = self.store.new_run(Path(path).name)
+            job = TrainingJob(
+                img, cfg, run_dir, steps, minutes, seed, self.device, self.preview_seconds
+            )
+            self.current["job"] = job.start()
+            keep = self.gr.update()
+            while not job.done:
+                time.sleep(0.5)
+                preview = str(job.preview_path) if job.preview_path else keep
+                yield job.status(), preview, job.loss_table(), keep
+            job.join()
+            if job.error:
+                raise SinDiffusionError(job.error)
+            name = run_dir.name
+            yield (
+                job.status() + f" · run folder `{name}`",
+                str(job.preview_path),
+                job.loss_table(),
+                self.gr.update(choices=self.store.names(), value=name),
+            )
+        finally:
+            self.current.pop("job", None)
+            self.training.release()
+
+    def stop_training(self) -> None:
+        job = self.current.get("job")
+        if job is not None:
+            job.stop()
+
+    # --- 2 · Use a run -----------------------------------------------------------------------
+    def run_bar(self, app, preview):
+        """Pick a run folder (its description, latest preview and checkpoint download)."""
+        gr, store = self.gr, self.store
         gr.Markdown("### 2 · Use a run")
+        names = store.names()
         with gr.Row(equal_height=True):
             run = gr.Dropdown(
-                choices=names,
-                value=names[0] if names else None,
-                label="run folder",
-                elem_id="run",
-                scale=3,
-            )
+                choices=names, value=names[0] if names else None, label="run folder",
+                elem_id="run", scale=3,
+            )  # fmt: skip
             refresh = gr.Button("refresh list", scale=1)
             ckpt_dl = gr.DownloadButton("download checkpoint", elem_id="download-ckpt", scale=1)
         run_info = gr.Markdown(elem_id="run-info")
+        refresh.click(lambda v: gr.update(choices=store.names(), value=v), run, run)
+        run.change(self.select_run, run, [run_info, preview, ckpt_dl])
+        # A page opened later lists the runs trained since the server started.
+        app.load(
+            lambda: gr.update(choices=(n := store.names()), value=n[0] if n else None), None, run
+        )
+        return run
+
+    @_page_errors
+    def select_run(self, name):
+        if not name:
+            return "No run yet: upload an image and train one.", None, None
+        model = self.store.model(name, self.device)
+        h, w = model.size
+        run_dir = self.store.path(name)
+        sampling = model.config.sampling
+        info = (
+            f"**{name}** · preset {model.config.preset} · {model.step} steps · "
+            f"training image {w}x{h} px · sampler {sampling.sampler} "
+            f"({sampling.steps} steps)"
+            + (f" · layout spread {sampling.patch.prior}" if model.patch is not None else "")
+        )
+        return info, _latest_preview(run_dir), str(run_dir / CHECKPOINT)
+
+    def guidance_fields(self) -> list:
+        """The optional class / text guidance every generating tab applies."""
+        gr = self.gr
         with gr.Accordion("guidance (optional): steer samples and fills", open=False):
             with gr.Row():
                 cls = gr.Textbox(
                     label="ImageNet class, e.g. volcano", elem_id="guide-class", max_length=100
                 )
                 text = gr.Textbox(
-                    label=f"text (CLIP weights via ${CLIP_ENV})",
-                    elem_id="guide-text",
+                    label=f"text (CLIP weights via ${CLIP_ENV})", elem_id="guide-text",
                     max_length=300,
-                )
+                )  # fmt: skip
                 scale = gr.Slider(0.05, 2.0, value=0.5, step=0.05, label="guidance scale")
-        guide_fields = [cls, text, scale]
-        with gr.Tabs():
-            with gr.Tab("Samples", elem_id="tab-samples"):
-                with gr.Row():
-                    width = gr.Number(0, precision=0, label="width px (0 = training)")
-                    height = gr.Number(0, precision=0, label="height px (0 = training)")
-                    count = gr.Slider(1, MAX_SAMPLES, value=4, step=1, label="samples")
-                    sample_seed = gr.Number(0, precision=0, label="seed", minimum=0)
-                with gr.Row():
-                    spread = gr.Slider(
-                        0,
-                        MAX_SPREAD,
-                        value=0,
-                        step=0.005,
-                        label="layout spread (0 = the run's)",
-                        info="how far the layout stage may move patches from their place: "
-                        "larger gives more varied, less faithful layouts",
-                        elem_id="spread",
-                    )
-                with gr.Row():
-                    sample_btn = gr.Button("Generate", variant="primary", elem_id="sample-btn")
-                    grid_dl = gr.DownloadButton("download grid", elem_id="download-grid")
-                gallery = gr.Gallery(
-                    label="samples", columns=4, elem_id="gallery", format="png", height="auto"
-                )
-            with gr.Tab("Outpaint / inpaint", elem_id="tab-inpaint") as apps_tab:
-                load_editor = _apps_panel(
-                    gr, store, device, run, guide_fields, tracker, max_upload_mb
-                )
+        return [cls, text, scale]
 
-        # `upload`, not `change`: removing a refused file must not fire the check again.
-        upload.upload(show_upload, [upload, max_size], [upload, train_image, upload_info])
-        upload.clear(lambda: (None, ""), None, [train_image, upload_info])
-        train_btn.click(
-            run_training,
-            [upload, kind, amount, seed, max_size],
-            [status, preview, loss_plot, run],
-            show_progress="minimal",
-        )
-        stop_btn.click(stop_training, None, None, queue=False)
-        refresh.click(lambda v: gr.update(choices=store.names(), value=v), run, run)
-        shown = [run_info, preview, ckpt_dl]
-        run.change(select_run, run, shown)
-        # A page opened later lists the runs trained since the server started.
-        app.load(
-            lambda: gr.update(choices=(n := store.names()), value=n[0] if n else None), None, run
-        )
-        if load_editor is not None:
-            fn, editor = load_editor
-            # On showing the tab too: an editor hidden in a closed tab misses its first image.
-            run.change(fn, run, editor)
-            apps_tab.select(fn, run, editor)
+    # --- Samples -----------------------------------------------------------------------------
+    def samples_tab(self, run, guide_fields: list) -> None:
+        """New samples of any size, with the layout spread dial."""
+        gr = self.gr
+        with gr.Tab("Samples", elem_id="tab-samples"):
+            with gr.Row():
+                width = gr.Number(0, precision=0, label="width px (0 = training)")
+                height = gr.Number(0, precision=0, label="height px (0 = training)")
+                count = gr.Slider(1, MAX_SAMPLES, value=4, step=1, label="samples")
+                seed = gr.Number(0, precision=0, label="seed", minimum=0)
+            with gr.Row():
+                spread = gr.Slider(
+                    0, MAX_SPREAD, value=0, step=0.005, label="layout spread (0 = the run's)",
+                    info="how far the layout stage may move patches from their place: "
+                    "larger gives more varied, less faithful layouts",
+                    elem_id="spread",
+                )  # fmt: skip
+            with gr.Row():
+                sample_btn = gr.Button("Generate", variant="primary", elem_id="sample-btn")
+                grid_dl = gr.DownloadButton("download grid", elem_id="download-grid")
+            gallery = gr.Gallery(
+                label="samples", columns=4, elem_id="gallery", format="png", height="auto"
+            )
         sample_btn.click(
-            make_samples,
-            [run, width, height, count, sample_seed, spread, *guide_fields],
+            self.tracked(self.make_samples),
+            [run, width, height, count, seed, spread, *guide_fields],
             [gallery, grid_dl],
         )
-    return app
+
+    @_page_errors
+    def make_samples(self, name, width, height, n, seed, spread, cls, text, scale, progress=None):
+        model = self.store.model(name, self.device)
+        h0, w0 = model.size
+        w = _whole(width, "the width", 0, MAX_SAMPLE_SIDE) or w0
+        h = _whole(height, "the height", 0, MAX_SAMPLE_SIDE) or h0
+        if min(w, h) < MIN_SIDE:
+            raise SinDiffusionError(
+                f"each side must be at least {MIN_SIDE} px (0 = training size)."
+            )
+        n = _whole(n, "the number of samples", 1, MAX_SAMPLES)
+        seed = _whole(seed, "the seed", 0, 2**31 - 1)
+        prior = _spread(spread)
+        steer, tag = guided(model, cls, text, scale, seed)
+        images = model.sample(
+            n=n, size=(h, w), seed=seed, options=SamplingOptions(prior=prior), guide=steer,
+            callback=_ticker(progress, n, model),
+        )  # fmt: skip
+        tag = (f"-spread{prior:g}" if prior else "") + tag
+        out = self.store.path(name) / "samples" / f"{w}x{h}-seed{seed}-n{n}{tag}"
+        return _write_gallery(images, out)
+
+    # --- Outpaint / inpaint ------------------------------------------------------------------
+    def apps_tab(self, run, guide_fields: list) -> None:
+        """Inpaint a painted or uploaded mask, or outpaint by pixels per side."""
+        gr = self.gr
+        with gr.Tab("Outpaint / inpaint", elem_id="tab-inpaint") as tab:
+            gr.Markdown(
+                "Paint over the part of the training image to regenerate (white brush), or "
+                "upload a mask (white = regenerate), then **Inpaint**. **Outpaint** adds the "
+                "pixels set below around the image. Guidance above applies too."
+            )
+            with gr.Row(equal_height=False):
+                editor = gr.ImageEditor(
+                    type="numpy",
+                    sources=[],  # the background is the run's image, never a browser's file
+                    layers=False,
+                    transforms=[],
+                    brush=gr.Brush(default_size=12, colors=["#ffffff"], color_mode="fixed"),
+                    label="paint the region to regenerate",
+                    elem_id="editor",
+                    height=320,
+                )
+                with gr.Column():
+                    mask_file = _image_upload(
+                        gr, "…or upload a mask (white = regenerate)", "mask-upload", 100
+                    )
+                    with gr.Row():
+                        n = gr.Slider(1, 8, value=4, step=1, label="results")
+                        seed = gr.Number(0, precision=0, label="seed", minimum=0)
+                    inpaint_btn = gr.Button("Inpaint", variant="primary", elem_id="inpaint-btn")
+                    with gr.Row():
+                        sides = [
+                            gr.Number(0, precision=0, label=f"{side} px", minimum=0)
+                            for side in SIDES
+                        ]
+                    outpaint_btn = gr.Button("Outpaint", variant="primary", elem_id="outpaint-btn")
+            with gr.Row():
+                gallery = gr.Gallery(
+                    label="results", columns=4, elem_id="apps-gallery", format="png",
+                    height="auto",
+                )  # fmt: skip
+            grid_dl = gr.DownloadButton("download grid", elem_id="download-apps-grid")
+        results = [gallery, grid_dl]
+        painted = [run, editor, mask_file, n, seed, *guide_fields]
+        inpaint_btn.click(self.tracked(self.run_inpaint), painted, results)
+        extended = [run, *sides, n, seed, *guide_fields]
+        outpaint_btn.click(self.tracked(self.run_outpaint), extended, results)
+        # On showing the tab too: an editor hidden in a closed tab misses its first image.
+        run.change(self.load_editor, run, editor)
+        tab.select(self.load_editor, run, editor)
+
+    def _app_call(self, name, n, seed):
+        """The model, result count and seed of an application request, checked."""
+        model = self.store.model(name, self.device)
+        n = _whole(n, "the number of results", 1, 8)
+        return model, n, _whole(seed, "the seed", 0, 2**31 - 1)
+
+    @_page_errors
+    def run_inpaint(self, name, value, path, n, seed, cls, text, scale, progress=None):
+        model, n, seed = self._app_call(name, n, seed)
+        h, w = model.size
+        if path is not None:
+            mask = check_mask_upload(path, (h, w), self.max_upload_mb)
+        else:
+            mask = painted_mask(value, (h, w))
+            if mask is None:
+                raise SinDiffusionError("paint the region to regenerate, or upload a mask.")
+        steer, tag = guided(model, cls, text, scale, seed)
+        images = apps.inpaint(
+            model, mask, n=n, seed=seed, guide=steer, callback=_ticker(progress, n, model)
+        )
+        key = hashlib.sha1(mask.numpy().tobytes()).hexdigest()[:8]
+        out = self.store.path(name) / "inpaint" / f"mask-{key}-seed{seed}-n{n}{tag}"
+        save_image(mask.float()[None].expand(3, -1, -1) * 2 - 1, out / "mask.png")
+        return _write_gallery(images, out)
+
+    @_page_errors
+    def run_outpaint(
+        self, name, left, right, top, bottom, n, seed, cls, text, scale, progress=None
+    ):
+        model, n, seed = self._app_call(name, n, seed)
+        sides = (left, right, top, bottom)
+        ext = {
+            k: _whole(v, f"{k} px", 0, MAX_SAMPLE_SIDE) for k, v in zip(SIDES, sides, strict=True)
+        }
+        steer, tag = guided(model, cls, text, scale, seed)
+        images = apps.outpaint(
+            model, extend=ext, n=n, seed=seed, guide=steer, callback=_ticker(progress, n, model)
+        )
+        le, ri, to, bo = ext.values()
+        out = self.store.path(name) / "outpaint" / f"l{le}-r{ri}-t{to}-b{bo}-seed{seed}-n{n}{tag}"
+        return _write_gallery(images, out)
+
+    @_page_errors
+    def load_editor(self, name):
+        """The run's image as the editor's background."""
+        if not name:
+            return None
+        # The run's own file, served in place: a fresh PIL image would be re-encoded into the
+        # cache on every call, racing with the browser reading the previous copy.
+        img = str(self.store.path(name) / "image.png")
+        return {"background": img, "layers": [], "composite": img}
 
 
 def _image_upload(gr, label: str, elem_id: str, height: int):
@@ -429,102 +572,6 @@ def painted_mask(value: dict | None, size: tuple[int, int]) -> torch.Tensor | No
         m = torch.from_numpy(a[..., 3] > 0)
         mask = m if mask is None else mask | m
     return mask if mask is not None and bool(mask.any()) else None
-
-
-def _apps_panel(gr, store: RunStore, device, run, guide_fields, tracker, max_upload_mb):
-    """The outpaint / inpaint tab. Returns (handler, editor): the handler puts a run's image
-    into the editor."""
-    gr.Markdown(
-        "Paint over the part of the training image to regenerate (white brush), or upload a "
-        "mask (white = regenerate), then **Inpaint**. **Outpaint** adds the pixels set below "
-        "around the image. Guidance above applies too."
-    )
-    with gr.Row(equal_height=False):
-        editor = gr.ImageEditor(
-            type="numpy",
-            sources=[],  # the background is the run's image, never a file from the browser
-            layers=False,
-            transforms=[],
-            brush=gr.Brush(default_size=12, colors=["#ffffff"], color_mode="fixed"),
-            label="paint the region to regenerate",
-            elem_id="editor",
-            height=320,
-        )
-        with gr.Column():
-            mask_file = _image_upload(
-                gr, "…or upload a mask (white = regenerate)", "mask-upload", 100
-            )
-            with gr.Row():
-                n = gr.Slider(1, 8, value=4, step=1, label="results")
-                seed = gr.Number(0, precision=0, label="seed", minimum=0)
-            inpaint_btn = gr.Button("Inpaint", variant="primary", elem_id="inpaint-btn")
-            with gr.Row():
-                sides = [
-                    gr.Number(0, precision=0, label=f"{side} px", minimum=0)
-                    for side in ("left", "right", "top", "bottom")
-                ]
-            outpaint_btn = gr.Button("Outpaint", variant="primary", elem_id="outpaint-btn")
-    with gr.Row():
-        gallery = gr.Gallery(
-            label="results", columns=4, elem_id="apps-gallery", format="png", height="auto"
-        )
-    grid_dl = gr.DownloadButton("download grid", elem_id="download-apps-grid")
-
-    def common(name, n, seed):
-        model = store.model(name, device)
-        n = _whole(n, "the number of results", 1, 8)
-        return model, n, _whole(seed, "the seed", 0, 2**31 - 1)
-
-    @_page_errors
-    def run_inpaint(name, value, path, n, seed, cls, text, scale, progress=tracker):
-        model, n, seed = common(name, n, seed)
-        h, w = model.size
-        if path is not None:
-            mask = check_mask_upload(path, (h, w), max_upload_mb)
-        else:
-            mask = painted_mask(value, (h, w))
-            if mask is None:
-                raise SinDiffusionError("paint the region to regenerate, or upload a mask.")
-        steer, tag = guided(model, cls, text, scale, seed)
-        images = apps.inpaint(
-            model, mask, n=n, seed=seed, guide=steer, callback=_ticker(progress, n, model)
-        )
-        key = hashlib.sha1(mask.numpy().tobytes()).hexdigest()[:8]
-        out = store.path(name) / "inpaint" / f"mask-{key}-seed{seed}-n{n}{tag}"
-        save_image(mask.float()[None].expand(3, -1, -1) * 2 - 1, out / "mask.png")
-        return _write_gallery(images, out)
-
-    @_page_errors
-    def run_outpaint(name, left, right, top, bottom, n, seed, cls, text, scale, progress=tracker):
-        model, n, seed = common(name, n, seed)
-        vals = (left, right, top, bottom)
-        ext = {
-            k: _whole(v, f"{k} px", 0, MAX_SAMPLE_SIDE)
-            for k, v in zip(("left", "right", "top", "bottom"), vals, strict=True)
-        }
-        steer, tag = guided(model, cls, text, scale, seed)
-        images = apps.outpaint(
-            model, extend=ext, n=n, seed=seed, guide=steer, callback=_ticker(progress, n, model)
-        )
-        le, ri, to, bo = ext.values()
-        out = store.path(name) / "outpaint" / f"l{le}-r{ri}-t{to}-b{bo}-seed{seed}-n{n}{tag}"
-        return _write_gallery(images, out)
-
-    inpaint_btn.click(
-        run_inpaint, [run, editor, mask_file, n, seed, *guide_fields], [gallery, grid_dl]
-    )
-    outpaint_btn.click(run_outpaint, [run, *sides, n, seed, *guide_fields], [gallery, grid_dl])
-
-    @_page_errors
-    def load_editor(name):
-        if not name:
-            return None
-        # The run's own file, served in place: a fresh PIL image would be re-encoded into the
-        # cache on every call, racing with the browser reading the previous copy.
-        img = str(store.path(name) / "image.png")
-        return {"background": img, "layers": [], "composite": img}
-
-    return load_editor, editor
 
 
 def page_theme():
