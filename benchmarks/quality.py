@@ -111,6 +111,7 @@ COLUMNS = (
     ("patch_swd", "patch SWD ↓"),
     ("copy_score", "copy ↓"),
     ("copy_32", "copy 32 ↓"),
+    ("duplication", "dup. ↓"),
     ("train_steps", "train steps"),
     ("train_minutes", "train min"),
     ("sample_seconds", "s / sample"),
@@ -477,7 +478,7 @@ def run(args: argparse.Namespace) -> int:
             div = s.get("pixel_diversity")
             print(
                 f"  {m.name:<24} {key} {s[key]:.3f}  div {'n/a' if div is None else f'{div:.3f}'}"
-                f"  copy {s['copy_score']:.3f}  copy32 {s.get('copy_32', float('nan')):.3f}"
+                f"  copy32 {s.get('copy_32', float('nan')):.3f}  dup {s.get('duplication', float('nan')):.3f}"
                 f"  ({time.perf_counter() - t0:.0f} s)",
                 flush=True,
             )

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import natural_tensor
 
 from sindiffusion.errors import SinDiffusionError
 from sindiffusion.image import load_image
@@ -16,6 +17,7 @@ from sindiffusion.metrics import (
     InceptionWeightsMissing,
     copy_fraction,
     copy_score,
+    duplication,
     efficientnet_lite0,
     frechet_distance,
     imagenet_classes,
@@ -327,7 +329,7 @@ def test_copy_score_tolerates_slight_noise_but_not_a_regenerated_texture(real):
 
 def test_score_reports_every_metric_and_diversity_only_for_several_fakes(real):
     one = score(real, noisy(real, 0.1))
-    assert set(one) == {"sifid_e", "patch_nn", "patch_swd", "copy_score", "copy_32"}
+    assert set(one) == {"sifid_e", "patch_nn", "patch_swd", "copy_score", "copy_32", "duplication"}
     two = score(real, torch.stack([noisy(real, 0.1, 1), noisy(real, 0.1, 2)]))
     assert set(two) == set(one) | {"pixel_diversity", "lpips_e"}
     assert all(isinstance(v, float) and np.isfinite(v) for v in two.values())
@@ -350,3 +352,14 @@ def test_score_on_cuda_matches_cpu(real):
     cpu, cuda = score(real, fakes), score(real, fakes, device="cuda")
     for k in cpu:
         assert cuda[k] == pytest.approx(cpu[k], rel=1e-3, abs=1e-4), k
+
+
+def test_duplication_finds_a_block_cloned_twice_and_not_the_image_itself():
+    image = natural_tensor(96, 128)
+    cloned = image.clone()
+    cloned[:, 40:88, 70:118] = image[:, 0:48, 0:48]  # off the windows' grid: any position counts
+    cloned[:, 45:93, 5:53] = image[:, 0:48, 0:48]
+    own, twice = duplication(torch.stack([image, cloned])).tolist()
+    assert own == 0 and twice > 0.2  # measured 0.0 and 0.34
+    flat = torch.zeros(1, 3, 64, 64)  # textureless: repeats everywhere, but nothing to count
+    assert duplication(flat).item() == 0

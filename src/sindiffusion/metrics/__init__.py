@@ -15,7 +15,13 @@ from sindiffusion.metrics.backbones import (
 from sindiffusion.metrics.diversity import lpips_e, pixel_diversity, texture_share
 from sindiffusion.metrics.evaluate import METRICS, match_sizes, score
 from sindiffusion.metrics.formats import JpegFormat, jpeg_format, round_trip
-from sindiffusion.metrics.patches import copy_fraction, copy_score, patch_nn_distance, patch_swd
+from sindiffusion.metrics.patches import (
+    copy_fraction,
+    copy_score,
+    duplication,
+    patch_nn_distance,
+    patch_swd,
+)
 from sindiffusion.metrics.sifid import frechet_distance
 from sindiffusion.metrics.structure import (
     edge_correlation,
@@ -31,6 +37,7 @@ __all__ = [
     "JpegFormat",
     "copy_fraction",
     "copy_score",
+    "duplication",
     "edge_correlation",
     "efficientnet_lite0",
     "flicker",

@@ -13,7 +13,13 @@ from sindiffusion.errors import SinDiffusionError
 from sindiffusion.image import MIN_SIDE
 from sindiffusion.metrics.diversity import lpips_e, pixel_diversity
 from sindiffusion.metrics.formats import JpegFormat, round_trip
-from sindiffusion.metrics.patches import copy_fraction, copy_score, patch_nn_distance, patch_swd
+from sindiffusion.metrics.patches import (
+    copy_fraction,
+    copy_score,
+    duplication,
+    patch_nn_distance,
+    patch_swd,
+)
 from sindiffusion.metrics.sifid import sifid
 
 # What each key of `score()` means; lower is better unless marked.
@@ -26,6 +32,7 @@ METRICS = {
     "patch_swd": "patch sliced-Wasserstein distance, 7x7 patches, scales 1, 1/2, 1/4",
     "copy_score": "fraction of the fake's textured area in 64x64 windows copied from the real",
     "copy_32": "fraction of the fake's pixels in 32x32 windows within RMS 0.02 of a real window",
+    "duplication": "fraction of the fake's textured area repeated elsewhere in it (cloned regions)",
 }
 
 
@@ -81,7 +88,8 @@ def score(
     real image's size, with a `UserWarning` per fake (`match_sizes` returns the lines instead).
     Keys (see `METRICS`): "sifid_e" (backbone "efficientnet") or "sifid" (backbone "inception",
     needs `inception_weights` or $SINDIFFUSION_INCEPTION_WEIGHTS), "pixel_diversity" and
-    "lpips_e" (only with N >= 2), "patch_nn", "patch_swd", "copy_score". Values are means over
+    "lpips_e" (only with N >= 2), "patch_nn", "patch_swd", "copy_score", "copy_32",
+    "duplication". Values are means over
     the fakes. Backbones are built once per process and device, so repeated calls are cheap.
     fake_format: every fake goes through this JPEG encoding first (`formats.round_trip`;
     format-matched scoring: give the real file's own, `formats.jpeg_format(path)`).
@@ -111,4 +119,5 @@ def score(
     result["patch_swd"] = patch_swd(real, fakes, device=device).mean().item()
     result["copy_score"] = copy_score(real, fakes, device=device).mean().item()
     result["copy_32"] = copy_fraction(real, fakes, device=device).mean().item()
+    result["duplication"] = duplication(fakes, device=device).mean().item()
     return result

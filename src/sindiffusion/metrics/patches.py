@@ -159,11 +159,14 @@ def copy_mask(
     device: str | torch.device = "cpu",
     chunk: int = 32,
     max_rms: float | None = None,
+    apart: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Where `fake` `(3, h, w)` copies `real` `(3, H, W)`, as bool masks `(h, w)`:
     (pixels covered by copied windows, pixels covered by textured windows). A textured window
     is copied when its RMS distance to the nearest real window is below `threshold` times its
     texture (`copy_score`), or, with `max_rms`, below that absolute distance (`copy_fraction`).
+    `apart`: a fake window may match only real windows that do not overlap its own position
+    (`real` = `fake`: regions repeated within one image, `duplication`).
     """
     # float32 is enough: the FFT round-off (< 0.002 RMS on 64 px windows) is far below the
     # smallest copy threshold, threshold * min_texture = 0.016.
@@ -189,6 +192,9 @@ def copy_mask(
         corr = torch.fft.irfft2((real_fft * wins_fft.conj()).sum(1), s=size)
         corr = corr[:, : h - k + 1, : w - k + 1]  # positions whose window does not wrap around
         d2 = energy - 2 * corr + wins.square().sum(dim=(1, 2, 3))[:, None, None]
+        if apart:
+            for b, (y, x) in enumerate(group):
+                d2[b, max(0, y - k + 1) : y + k, max(0, x - k + 1) : x + k] = float("inf")
         rms = (d2.flatten(1).min(dim=1).values.clamp(min=0) / wins[0].numel()).sqrt()
         texture = _self_shift_rms(wins, shift)
         is_textured = texture >= min_texture
@@ -264,4 +270,34 @@ def copy_fraction(
             real, fake, window, min_texture=min_texture, device=device, max_rms=max_rms
         )
         values.append(copied.float().mean().item())
+    return torch.tensor(values, dtype=torch.float64)
+
+
+@torch.no_grad()
+def duplication(
+    images: torch.Tensor,
+    window: int = 32,
+    stride: int = 8,
+    threshold: float = 0.5,
+    shift: int = 2,
+    min_texture: float = 8 / 255,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """Fraction of each image's textured area that is repeated elsewhere in the same image:
+    windows (side `window`, on a `stride` grid) with a near-copy at any position that does not
+    overlap them, as when a patch model clones a tree beside itself or stamps a facade twice.
+
+    Near-copy as in `copy_score` (`copy_mask` with `apart`), but within one image: RMS distance below `threshold` times
+    the window's texture (its RMS difference with itself moved by `shift` px); windows with
+    texture below `min_texture` (flat sky) count neither as repeats nor as area. `images`
+    `(N, 3, H, W)` in [-1, 1] -> `(N,)` in [0, 1]: about 0 for a natural photo (no two
+    textured places alike to within their own texture), higher for a sample with a region
+    repeated; score the real image too, for its own regular structure (tiles, windows).
+    """
+    values = []
+    for image in images:
+        repeated, textured = copy_mask(
+            image, image, window, stride, threshold, shift, min_texture, device, apart=True
+        )
+        values.append(repeated.sum().item() / max(textured.sum().item(), 1))
     return torch.tensor(values, dtype=torch.float64)
