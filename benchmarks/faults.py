@@ -345,6 +345,26 @@ def _(ws):
     return expect_done(ws, _sample(ws, "--size", "17x23"), check)
 
 
+@case("sizes and options", "--seed 18446744073709551616", "error: whole number")
+def _(ws):
+    argv = [*_sample_run(ws, ws.run), "--seed", str(2**64)]
+    return expect_error(ws, argv, "whole number from 0 to 2**63 - 1")
+
+
+@case("sizes and options", "--n 100000 at 250x188 px", "error: above the pixel limit")
+def _(ws):
+    argv = [*_sample_run(ws, ws.run)[:-2], "--n", "100000", "--size", "250x188"]
+    return expect_error(ws, argv, "SINDIFFUSION_MAX_PIXELS")
+
+
+@case("sizes and options", "API: animate 20000 frames", "SinDiffusionError: above the limit")
+def _(ws):
+    model = sindiffusion.load(ws.run, device="cpu")
+    return expect_api_error(
+        ws, lambda: apps.animate(model, frames=20_000), "SINDIFFUSION_MAX_FRAMES"
+    )
+
+
 @case("sizes and options", "--n 0", "usage error: must be at least 1")
 def _(ws):
     return expect_error(ws, _sample(ws, "--n", "0"), "must be at least 1")
@@ -513,6 +533,91 @@ def _(ws):
 def _(ws):
     folder = _broken_run(ws, "none", None)
     return expect_error(ws, _sample_run(ws, folder), "holds no checkpoint.safetensors")
+
+
+def _edited_run(ws: Workspace, name: str, edit: Callable[[dict, dict], None]) -> Path:
+    """A copy of the run whose checkpoint's metadata and tensors `edit(meta, tensors)` changed."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    folder = _broken_run(ws, name, None)
+    with safe_open(str(ws.run / CHECKPOINT), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    edit(meta, tensors)
+    save_file(tensors, str(folder / CHECKPOINT), metadata=meta)
+    return folder
+
+
+def _config_edit(section: str, key: str, value) -> Callable[[dict, dict], None]:
+    """An `_edited_run` edit that sets config[section][key] (a path "sampling.patch" too)."""
+    import json
+
+    def edit(meta: dict, tensors: dict) -> None:
+        cfg = json.loads(meta["config"])
+        part = cfg
+        for name in section.split("."):
+            part = part[name]
+        part[key] = value
+        meta["config"] = json.dumps(cfg)
+
+    return edit
+
+
+@case("checkpoints", "metadata: step 'abc', extra not JSON", "error: damaged metadata")
+def _(ws):
+    outcomes = [
+        expect_error(ws, _sample_run(ws, _edited_run(ws, name, edit)), "damaged metadata")
+        for name, edit in (
+            ("step", lambda m, t: m.update(step="abc")),
+            ("extra", lambda m, t: m.update(extra="{not json")),
+        )
+    ]
+    return Outcome("; ".join(o.got for o in outcomes), all(o.passed for o in outcomes),
+                   all(o.intact for o in outcomes))  # fmt: skip
+
+
+@case("checkpoints", "EMA weights of the wrong shape", "error: do not fit")
+def _(ws):
+    def edit(meta, tensors):
+        key = next(k for k in tensors if k.startswith("ema.") and k.endswith("weight"))
+        tensors[key] = torch.zeros(2, 2)
+
+    return expect_error(ws, _sample_run(ws, _edited_run(ws, "shape", edit)), "do not fit")
+
+
+@case("configs from others", "model.base_channels 16384", "error before anything is built")
+def _(ws):
+    folder = _edited_run(ws, "huge", _config_edit("model", "base_channels", 16384))
+    t0 = time.perf_counter()
+    outcome = expect_error(ws, _sample_run(ws, folder), "SINDIFFUSION_MAX_PARAMS")
+    outcome.passed &= time.perf_counter() - t0 < 10  # refused, not allocated
+    return outcome
+
+
+@case("configs from others", "model.base_channels '64' (a string)", "error: whole number")
+def _(ws):
+    folder = _edited_run(ws, "string", _config_edit("model", "base_channels", "64"))
+    return expect_error(ws, _sample_run(ws, folder), "whole number")
+
+
+@case("configs from others", "sampling.steps 10^9, candidates 10^6", "error: above the limit")
+def _(ws):
+    outcomes = [
+        expect_error(
+            ws,
+            _sample_run(ws, _edited_run(ws, key, _config_edit("sampling", key, v))),
+            "above the limit",
+        )  # fmt: skip
+        for key, v in (("steps", 10**9), ("candidates", 10**6))
+    ]
+    return Outcome("; ".join(o.got for o in outcomes), all(o.passed for o in outcomes),
+                   all(o.intact for o in outcomes))  # fmt: skip
+
+
+@case("configs from others", "sampling.patch.max_refs 10^9", "error: above the limit")
+def _(ws):
+    folder = _edited_run(ws, "refs", _config_edit("sampling.patch", "max_refs", 10**9))
+    return expect_error(ws, _sample_run(ws, folder), "SINDIFFUSION_MAX_REFS")
 
 
 # Faults: real processes.
@@ -717,11 +822,30 @@ def _(ws):
     return expect_api_error(ws, lambda: check_upload(p, tiny_config()), "not an image")
 
 
+@case("web page", "an EPS file named x.png (upload, mask, training image)", "refused: not an image")
+def _(ws):
+    p = ws.path("eps.png")  # Pillow would pick its EPS decoder (Ghostscript) by content
+    p.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\nshowpage\n")
+    outcomes = [
+        expect_api_error(ws, lambda: check_upload(p, tiny_config()), "not an image"),
+        expect_api_error(ws, lambda: check_mask_upload(p, (32, 32)), "not an image"),
+        expect_error(ws, _train(ws, p), "not an image"),
+    ]
+    return Outcome("; ".join(o.got for o in outcomes), all(o.passed for o in outcomes),
+                   all(o.intact for o in outcomes))  # fmt: skip
+
+
+@case("web page", "a GIF mask named mask.txt", "refused: not an image")
+def _(ws):
+    p = _save(ws, "mask.txt", Image.fromarray(picture()).convert("L"), format="GIF")
+    return expect_api_error(ws, lambda: check_mask_upload(p, (32, 32)), "not an image")
+
+
 @case("web page", "an uploaded mask over the size limit", "refused: MB")
 def _(ws):
     p = ws.path("bigmask.png")
     p.write_bytes(np.random.default_rng(1).bytes(2 * 2**20))
-    return expect_api_error(ws, lambda: check_mask_upload(p, (32, 32), 1), "larger than 1 MB")
+    return expect_api_error(ws, lambda: check_mask_upload(p, (32, 32), 1), "at most 1 MB")
 
 
 @case("web page", "a file named ../../x.png", "a run folder inside --runs named x-<time>")

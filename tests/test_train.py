@@ -305,3 +305,26 @@ def test_openmp_spin_is_short_when_sindiffusion_comes_first():
     assert _spincount_seen("import sindiffusion", {"GOMP_SPINCOUNT": "5"}) == "5"  # user's kept
     # torch already loaded OpenMP: setting it then would claim an effect it cannot have.
     assert _spincount_seen("import torch, sindiffusion", {}) == "None"
+
+
+def test_checkpoints_come_by_wall_time_too(image_file, tmp_path):
+    # Steps alone would save only at the end; 30 ms of wall time saves during the run, so a
+    # run killed early keeps its work (the fault table's SIGKILL cases check the atomic write).
+    cfg = tiny_config(checkpoint_every=1000, checkpoint_minutes=0.0005)
+    seen = []
+
+    def look(info):
+        path = tmp_path / "r" / "checkpoint.safetensors"
+        seen.append(load_checkpoint(path).step if path.exists() else None)
+
+    sindiffusion.train(image_file, config=cfg, out=tmp_path / "r", steps=40, progress=False,
+                       callback=look)  # fmt: skip
+    saved = [s for s in seen if s is not None]
+    assert saved and saved[0] < 40 and load_checkpoint(tmp_path / "r").step == 40
+    # None: by steps alone, so nothing before the end.
+    by_steps = tiny_config(checkpoint_every=1000, checkpoint_minutes=None)
+    file = tmp_path / "s" / "checkpoint.safetensors"
+    existed = []
+    sindiffusion.train(image_file, config=by_steps, out=tmp_path / "s", steps=10, progress=False,
+                       callback=lambda info: existed.append(file.exists()))  # fmt: skip
+    assert existed == [False] * 10 and file.exists()

@@ -20,7 +20,7 @@ DOCS = ROOT / "docs"
 
 # Layer name -> module prefixes (a prefix also covers its submodules: "metrics" = metrics.*).
 LAYERS: dict[str, tuple[str, ...]] = {
-    "0 inputs": ("errors", "version", "config", "contract", "image", "device", "report"),
+    "0 inputs": ("errors", "version", "limits", "config", "contract", "image", "device", "report"),
     "1 network and noise": (
         "schedules",
         "unet",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -168,6 +169,21 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             ) from None
         raise CheckpointError(f"{file} holds a config this version cannot read: {e}") from None
 
+    try:
+        return _contents(file, config, meta, tensors)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise CheckpointError(
+            f"{file} has damaged metadata or tensors ({type(e).__name__}); retrain or use an "
+            "earlier copy."
+        ) from None
+
+
+def _contents(
+    file: Path, config: Config, meta: dict[str, str], tensors: dict[str, torch.Tensor]
+) -> Checkpoint:
+    """The `Checkpoint` of a file's parsed metadata and tensors, every field checked: a
+    damaged one raises ValueError, TypeError or KeyError (one sentence in `load_checkpoint`)."""
+
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
@@ -177,22 +193,40 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         for k, v in part("optim.").items():
             pid, key = k.split(".", 1)
             state.setdefault(int(pid), {})[key] = v
-        optimizer = {"state": state, "param_groups": json.loads(meta["optimizer_param_groups"])}
+        groups = json.loads(meta["optimizer_param_groups"])
+        if not isinstance(groups, list):
+            raise TypeError("optimizer_param_groups")
+        optimizer = {"state": state, "param_groups": groups}
     if "image" not in tensors or not part("ema."):
         raise CheckpointError(f"{file} is incomplete; retrain or use an earlier copy.")
+    step, elapsed, seed = (
+        int(meta.get("step", 0)),
+        float(meta.get("elapsed", 0.0)),
+        int(meta.get("seed", 0)),
+    )
+    extra = json.loads(meta.get("extra", "{}"))
+    budget = extra.get("budget") if isinstance(extra, dict) else None
+    if not (step >= 0 and math.isfinite(elapsed) and elapsed >= 0 and 0 <= seed < 2**63):
+        raise ValueError("step, elapsed or seed")
+    if not isinstance(extra, dict) or not (budget is None or isinstance(budget, (int, float))):
+        raise TypeError("extra")
+    images = [tensors["image"], *[tensors[f"image.{k}"] for k in range(1, _count(tensors))]]
+    for img in images:
+        if img.dtype != torch.uint8 or img.dim() != 3 or img.shape[0] != 3:
+            raise ValueError("image")
     return Checkpoint(
         config=config,
         model=part("model."),
         ema=part("ema."),
-        image=from_uint8(tensors["image"]),
-        step=int(meta.get("step", 0)),
-        elapsed=float(meta.get("elapsed", 0.0)),
-        seed=int(meta.get("seed", 0)),
+        image=from_uint8(images[0]),
+        step=step,
+        elapsed=elapsed,
+        seed=seed,
         version=meta.get("version", ""),
         optimizer=optimizer,
         rng_state=tensors.get("rng_state"),
-        extra=json.loads(meta.get("extra", "{}")),
-        more_images=[from_uint8(tensors[f"image.{k}"]) for k in range(1, _count(tensors))],
+        extra=extra,
+        more_images=[from_uint8(img) for img in images[1:]],
     )
 
 
@@ -246,7 +280,7 @@ def read_log(run_dir: str | os.PathLike | None) -> list[LogRow]:
 
 
 # Train settings that a resumed run may change: they decide when to stop, save and preview.
-BOOKKEEPING = ("steps", "checkpoint_every", "preview_every", "preview_steps")
+BOOKKEEPING = ("steps", "checkpoint_every", "checkpoint_minutes", "preview_every", "preview_steps")
 
 
 def resumed_config(
@@ -310,7 +344,7 @@ def restore_generator(generator: torch.Generator, ckpt: Checkpoint) -> None:
     if state.numel() == generator.get_state().numel():
         generator.set_state(state)
         return
-    generator.manual_seed(ckpt.seed * 1_000_003 + ckpt.step)
+    generator.manual_seed((ckpt.seed * 1_000_003 + ckpt.step) % 2**63)
     warnings.warn(
         f"this run was saved on another kind of device than {generator.device.type}: "
         f"its random stream goes on reseeded from step {ckpt.step}, so it will not "

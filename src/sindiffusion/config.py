@@ -22,11 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import limits
 from .errors import SinDiffusionError
 
 PRESETS = ("fast", "paper")
 UPSAMPLE_MODES = ("conv", "low_conv")
 PARAMETERIZATIONS = ("eps", "edm")
+
+
+def _whole_number(name: str, value: Any, low: int = 1) -> None:
+    """A one-sentence error unless `value` is a whole number >= `low`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise SinDiffusionError(f"{name} is {value!r}; give a whole number of at least {low}.")
 
 
 @dataclass
@@ -41,11 +48,30 @@ class ModelConfig:
     # conv) or "low_conv" (the conv at the coarse level, then nearest; an 18 % cheaper step)
 
     def __post_init__(self) -> None:
-        self.channel_mults = tuple(self.channel_mults)
+        # A config may come from someone else's run folder: check it before a network is built.
+        mults = self.channel_mults
+        if not (isinstance(mults, (list, tuple)) and 1 <= len(mults) <= 8):
+            raise SinDiffusionError("model.channel_mults must be a list of 1 to 8 whole numbers.")
+        self.channel_mults = tuple(mults)
+        for name in ("base_channels", "num_res_blocks", "groups"):
+            _whole_number(f"model.{name}", getattr(self, name))
+        for m in self.channel_mults:
+            _whole_number("model.channel_mults", m)
         if self.upsample not in UPSAMPLE_MODES:
             raise SinDiffusionError(
                 f"model.upsample is {self.upsample!r}; use one of {', '.join(UPSAMPLE_MODES)}."
             )
+        limits.check("params", self.approx_params(), "the parameter count of this network")
+
+    def approx_params(self) -> int:
+        """About how many parameters the UNet of this shape has (3x3 convolutions dominate):
+        enough to refuse a config too large to build, before building it."""
+        total, cin = 0, self.base_channels
+        for m in self.channel_mults:
+            c = self.base_channels * m
+            total += 9 * c * (cin + c) * (2 * self.num_res_blocks + 1) + 9 * c * c * 2
+            cin = c
+        return total * 3 // 2  # the decoder: one block more per level, and skip inputs
 
 
 @dataclass
@@ -107,8 +133,14 @@ class PatchConfig:
             raise SinDiffusionError(
                 f"prior is {self.prior}; give positive stds (or None for no prior)."
             )
-        if self.patch_size < 1 or self.stride < 1 or self.levels < 1:
-            raise SinDiffusionError("patch_size, stride and levels must be at least 1.")
+        for name in ("patch_size", "stride", "levels", "max_refs", "coarsest"):
+            _whole_number(name, getattr(self, name))
+        if self.patch_size > 64 or self.levels > 16:
+            raise SinDiffusionError(
+                f"patch_size {self.patch_size} / levels {self.levels}: give at most 64 px and "
+                "16 levels."
+            )
+        limits.check("refs", self.max_refs, "max_refs (reference patches per level)")
         if not 0 <= self.dropout < 1:
             raise SinDiffusionError(f"dropout is {self.dropout}; give a fraction in [0, 1).")
         if self.temperature <= 0 or self.handover <= 0 or self.sigma_min <= 0:
@@ -166,6 +198,13 @@ class SamplingConfig:
         self.autoguidance_sigmas = (float(lo), float(hi))
         if isinstance(self.patch, dict):
             self.patch = PatchConfig(**self.patch)
+        # Types are checked where a call uses them (`sampling.settings`); sizes here, so a
+        # config from someone else's run cannot ask for a billion steps.
+        for name in ("steps", "hybrid_steps", "renoise_steps"):
+            if isinstance(getattr(self, name), int):
+                limits.check("steps", getattr(self, name), f"sampling.{name}")
+        if isinstance(self.candidates, int):
+            limits.check("candidates", self.candidates, "the candidate layouts per result")
 
 
 def _option(help: str, kind: str, **cli: Any) -> Any:
@@ -264,6 +303,8 @@ class TrainConfig:
     init: str | None = None  # starting weights: None = random (seeded); "generic" = the
     # network pretrained on nine public-domain photos and textures (`unet.initial_weights`)
     checkpoint_every: int = 1000  # steps between checkpoints
+    checkpoint_minutes: float | None = 1.0  # and at most this much wall time between them, so
+    # a run killed by the OOM killer or a crash loses at most that; None = by steps only
     preview_every: int = 1000  # steps between preview sample grids; 0 = only at the end
     preview_steps: int = 25  # sampler steps of the previews (the run's sampler, fewer steps)
 

@@ -40,6 +40,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+MAX_SEED = 2**63 - 1  # seeds are whole numbers 0 .. MAX_SEED (torch takes 64 bits)
+
+
+def seeded(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A `torch.Generator` on `device` seeded with `seed`; a seed that is not a whole number
+    from 0 to `MAX_SEED` is a one-sentence `SinDiffusionError` (torch's own is a traceback)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise SinDiffusionError(f"the seed is {seed!r}; give a whole number from 0 to 2**63 - 1.")
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def bf16_fast(device: torch.device) -> bool:
     """Whether bfloat16 autocast pays on this device (CUDA, or a CPU with AVX-512 bf16 or AMX)."""
     if device.type == "cuda":

@@ -27,6 +27,9 @@ MAX_PIXELS = 100_000_000  # larger image files are refused before they are decod
 MAX_SIDE = 8192  # largest side (px) of an output: a 8192x8192 sample needs about 130 GB
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 IMAGE_KINDS = "PNG, JPEG, WebP, TIFF or BMP"
+# The only decoders a file may reach, whatever its name: Pillow would otherwise pick one by
+# content, and some (EPS) run external programs.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 MASK_THRESHOLD = 128  # mask pixels >= this (of 255, luminance) are regenerated
 MASK_GREY_LIMIT = 0.05  # a mask with more mid-grey pixels than this is not a mask
@@ -65,7 +68,7 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     try:
         with warnings.catch_warnings():  # MAX_PIXELS below decides, not Pillow's own warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(path, formats=IMAGE_FORMATS)
         with img:
             if img.width * img.height > MAX_PIXELS:
                 raise SinDiffusionError(

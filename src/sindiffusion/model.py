@@ -23,9 +23,9 @@ import torch
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, DiffusionConfig, SamplingConfig, SamplingOptions
 from .contract import Denoise, Guide
-from .device import keep_freed_memory_on, resolve_device, use_bf16
+from .device import keep_freed_memory_on, resolve_device, seeded, use_bf16
 from .diffusion import Denoiser
-from .errors import SinDiffusionError
+from .errors import CheckpointError, SinDiffusionError
 from .image import check_image_tensor, check_size, fit_size, load_image, resize
 from .patch_denoiser import PatchDenoiser, patch_config
 from .sampling import Parts, base_denoiser, build_plan, run, schedule, settings
@@ -76,6 +76,12 @@ class SinDiffusion:
     def _network(self, weights: dict[str, torch.Tensor]) -> Denoiser:
         """The network with `weights`, frozen, on this model's device, as a denoiser."""
         unet = UNet(self.config.model)
+        want = {k: tuple(v.shape) for k, v in unet.state_dict().items()}
+        if {k: tuple(v.shape) for k, v in weights.items()} != want:
+            raise CheckpointError(
+                "the network weights do not fit the network its config describes (names or "
+                "shapes differ); the checkpoint is damaged: retrain or use an earlier copy."
+            )
         unet.load_state_dict(weights)
         unet = unet.eval().requires_grad_(False).to(self.device)
         bf16 = use_bf16(self.config.train.bf16, self.device)
@@ -195,7 +201,7 @@ class SinDiffusion:
         parts, opts = self.prepare(SamplingOptions.of(options, **overrides))
         plan = build_plan(parts, opts, guide=guide)
         if generator is None:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
+            generator = seeded(seed, self.device)
         return run(plan, n, (h, w), generator, self.device, callback=callback, progress=progress)
 
     def save(self, path: str | os.PathLike) -> Path:

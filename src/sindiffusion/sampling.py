@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from . import limits
 from .config import DiffusionConfig, SamplingConfig, SamplingOptions
 from .contract import Denoise, Guide
 from .errors import SinDiffusionError
@@ -258,9 +259,15 @@ def run(
     """
     if not (isinstance(n, int) and n >= 1):
         raise SinDiffusionError(f"n is {n}; ask for at least 1 image.")
+    h, w = size
+    pixels = n * h * w * plan.rows
+    limits.check(
+        "pixels",
+        pixels,
+        f"the pixel count of {n} results of {w}x{h} px, {plan.rows} layout(s) each",
+    )
     if (noise is not None or extra is not None) and plan.rows > 1:
         raise SinDiffusionError("a given noise needs one layout per result; set candidates=1.")
-    h, w = size
     chunk = n if max_pixels is None else max(1, max_pixels // (h * w * plan.rows))
     bar = tqdm(total=n * plan.steps, disable=not progress, unit="step", desc="sampling")
 

@@ -42,7 +42,7 @@ from .checkpoint import (
 )
 from .config import Config
 from .config import preset as preset_config
-from .device import keep_freed_memory_on, use_bf16
+from .device import keep_freed_memory_on, seeded, use_bf16
 from .diffusion import Denoiser
 from .errors import SinDiffusionError, SinDiffusionWarning, TrainingDiverged
 from .image import (
@@ -146,6 +146,7 @@ class Trainer:
         keep_freed_memory_on(self.device)
         self.run_dir = Path(run_dir) if run_dir is not None and self.team.main else None
         self.seed = seed
+        self.generator = seeded(seed, self.device)  # a seed torch cannot take: one sentence
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
             torch.manual_seed(seed)
             self.unet = UNet(config.model)
@@ -162,7 +163,6 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.unet.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.99)
         )
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         self.images = [img.to(self.device) for img in images]
         self.image = self.images[0]
@@ -268,7 +268,8 @@ class Trainer:
         """Train until `steps` (default: the config's, or no step limit with `minutes`) or
         `minutes` of training time in total.
 
-        Saves a checkpoint every `checkpoint_every` steps, at the end, on Ctrl-C and on SIGTERM
+        Saves a checkpoint every `checkpoint_every` steps or `checkpoint_minutes` of wall time,
+        whichever comes first, at the end, on Ctrl-C and on SIGTERM
         (after the current step, every process the same); writes a preview grid every
         `preview_every` steps and at the end. `callback(info)` gets a dict (step, loss, lr,
         elapsed) after every step. Returns a summary dict.
@@ -317,7 +318,7 @@ class Trainer:
         """The steps of `run` (`total`: None = no step limit); returns "SIGTERM" when a
         SIGTERM stopped them (in any process, after the same step in every one), else None."""
         tc = self.config.train
-        t_last = time.perf_counter()
+        t_last = saved_at = time.perf_counter()
         while (total is None or self.step < total) and not (
             self.budget and self.elapsed >= self.budget
         ):
@@ -335,8 +336,10 @@ class Trainer:
             bar.set_postfix(postfix)
             if callback is not None:
                 callback({"step": self.step, "loss": loss, "lr": lr, "elapsed": self.elapsed})
-            if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
+            by_time = tc.checkpoint_minutes and now - saved_at >= 60 * tc.checkpoint_minutes
+            if by_time or (tc.checkpoint_every and self.step % tc.checkpoint_every == 0):
                 self.save()
+                saved_at = time.perf_counter()
             if tc.preview_every and self.step % tc.preview_every == 0:
                 self.preview()
             if self.team.any(sigterm.received):

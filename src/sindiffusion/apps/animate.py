@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .. import limits
 from ..config import SamplingOptions
 from ..contract import Guide
+from ..device import seeded
 from ..errors import SinDiffusionError
 from ..image import atomic_write, tensor_to_pil
 from ..layout import random_shifts
@@ -69,8 +71,9 @@ def animate(
     noises; size / scale and the sampling options as `SinDiffusion.sample`, but one layout
     per frame (no candidates, no renoise). The sampler must be deterministic (heun, dpmpp_2m,
     euler): ancestral steps would draw fresh noise for every frame."""
-    if not (isinstance(frames, int) and 2 <= frames <= 10_000):
-        raise SinDiffusionError(f"frames is {frames}; give between 2 and 10000.")
+    if not (isinstance(frames, int) and frames >= 2):
+        raise SinDiffusionError(f"frames is {frames}; give 2 or more.")
+    limits.check("frames", frames, "the frame count of this animation")
     if not (isinstance(keyframes, int) and 2 <= keyframes <= frames):
         raise SinDiffusionError(f"keyframes is {keyframes}; give between 2 and the frames.")
     call = SamplingOptions.of(options, **overrides)
@@ -90,7 +93,7 @@ def animate(
             "dpmpp_2m or euler."
         )
     h, w = model.output_size(size, scale)
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded(seed)
     extra: dict[str, torch.Tensor] = {}
     if model.patch is not None:  # the layout stage: one shift and one patch grid for all frames
         shift = random_shifts(1, opts.shift, generator, model.device)

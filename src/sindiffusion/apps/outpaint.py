@@ -19,6 +19,7 @@ import torch
 
 from ..config import SamplingOptions
 from ..contract import Guide
+from ..device import seeded
 from ..errors import SinDiffusionError
 from ..image import MAX_SIDE, check_image_tensor, check_mask, load_image, load_mask
 from ..sampling import build_plan, run
@@ -92,7 +93,7 @@ def regenerate(
     keep = None if mask.all() else (known, mask.to(dev))
     plan = build_plan(parts, opts, guide, keep, strength, (resample, jump))
     if generator is None:
-        generator = torch.Generator(device=dev).manual_seed(seed)
+        generator = seeded(seed, dev)
     # All n at once (max_pixels None): one batch, so RePaint's re-noising draws as it always has.
     x = run(plan, n, (h, w), generator, dev, start=known, callback=callback,
             progress=progress, max_pixels=None)  # fmt: skip

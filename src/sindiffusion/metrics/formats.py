@@ -23,7 +23,7 @@ import torch
 from PIL import Image, JpegImagePlugin
 
 from sindiffusion.errors import SinDiffusionError
-from sindiffusion.image import pil_to_tensor, tensor_to_pil
+from sindiffusion.image import IMAGE_FORMATS, pil_to_tensor, tensor_to_pil
 
 # The IJG (libjpeg) standard luminance table (JPEG Annex K), row by row, as Pillow lists it.
 _IJG_LUMA = (
@@ -71,7 +71,7 @@ def jpeg_quality(luma: list[int] | tuple[int, ...]) -> int:
 def jpeg_format(path: str | os.PathLike) -> JpegFormat | None:
     """The `JpegFormat` of an image file, or None when it is not a JPEG."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=IMAGE_FORMATS) as img:
             if img.format != "JPEG":
                 return None
             tables = getattr(img, "quantization", None) or {}
@@ -94,6 +94,6 @@ def round_trip(images: torch.Tensor, fmt: JpegFormat | None) -> torch.Tensor:
         tensor_to_pil(image).save(
             buf, format="JPEG", quality=fmt.quality, subsampling=fmt.subsampling
         )
-        with Image.open(buf) as decoded:
+        with Image.open(buf, formats=["JPEG"]) as decoded:
             out.append(pil_to_tensor(decoded))
     return torch.stack(out).to(images.device)

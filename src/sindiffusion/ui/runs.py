@@ -16,7 +16,7 @@ import torch
 from ..checkpoint import CHECKPOINT
 from ..config import Config
 from ..errors import SinDiffusionError
-from ..image import IMAGE_KINDS, IMAGE_SUFFIXES, load_image, load_mask
+from ..image import IMAGE_FORMATS, IMAGE_KINDS, IMAGE_SUFFIXES, load_image, load_mask
 from ..model import SinDiffusion, load
 from ..report import moving_average
 from ..trainer import Trainer
@@ -84,11 +84,10 @@ class RunStore:
         return cached[1]
 
 
-def check_upload(
-    path: str | os.PathLike | None, config: Config, max_upload_mb: float = MAX_UPLOAD_MB
-) -> torch.Tensor:
-    """Validate an uploaded file and load it as the training image (3, H, W) in [-1, 1],
-    resized as `config` trains it. Raises `SinDiffusionError` with one sentence otherwise."""
+def _check_file(path: str | os.PathLike | None, max_upload_mb: float) -> Path:
+    """An uploaded file's path, once its size, suffix and header pass: at most
+    `max_upload_mb`, an image suffix, a decoder among `IMAGE_FORMATS` and at most
+    `MAX_PIXELS` pixels (read from the header, before anything is decoded)."""
     from PIL import Image
 
     if path is None:
@@ -102,7 +101,7 @@ def check_upload(
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise SinDiffusionError(f"{path.name} is not an image; upload a {IMAGE_KINDS} file.")
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=IMAGE_FORMATS) as img:
             pixels = img.width * img.height
     except Exception:  # any failure to parse the header is the same user error
         raise SinDiffusionError(
@@ -112,6 +111,15 @@ def check_upload(
         raise SinDiffusionError(
             f"{path.name} has {pixels / 1e6:.0f} megapixels; upload at most {MAX_PIXELS // 10**6}."
         )
+    return path
+
+
+def check_upload(
+    path: str | os.PathLike | None, config: Config, max_upload_mb: float = MAX_UPLOAD_MB
+) -> torch.Tensor:
+    """Validate an uploaded file (`_check_file`) and load it as the training image (3, H, W)
+    in [-1, 1], resized as `config` trains it. Raises `SinDiffusionError` with one sentence."""
+    path = _check_file(path, max_upload_mb)
     try:
         return load_image(path, max_size=config.train.max_size)
     except SinDiffusionError as e:  # the message names the cache path; the user knows the name
@@ -121,12 +129,10 @@ def check_upload(
 def check_mask_upload(
     path: str | os.PathLike, size: tuple[int, int], max_upload_mb: float = MAX_UPLOAD_MB
 ) -> torch.Tensor:
-    """An uploaded mask file as (H, W) bool for a run's image of `size` (H, W): at most
-    `max_upload_mb`, and the policy of `image.load_mask`; one-sentence errors that name the
-    file as the user knows it (not the server's cache path)."""
-    path = Path(path)
-    if path.stat().st_size > max_upload_mb * 2**20:
-        raise SinDiffusionError(f"{path.name} is larger than {max_upload_mb:g} MB.")
+    """An uploaded mask file as (H, W) bool for a run's image of `size` (H, W): the checks of
+    an upload (`_check_file`), then the policy of `image.load_mask`; one-sentence errors that
+    name the file as the user knows it (not the server's cache path)."""
+    path = _check_file(path, max_upload_mb)
     try:
         return load_mask(path, size)
     except SinDiffusionError as e:

@@ -1,0 +1,51 @@
+"""Resource limits, in one place: how much one call may ask for, checked before anything is
+allocated. Each is refused in one sentence that names the limit and how to raise it: the
+environment variable SINDIFFUSION_MAX_<NAME> (a whole number), for bigger machines.
+
+- `steps`: sampler steps of a call or a config (also the layout's and a renoised layout's);
+- `candidates`: layouts drawn per result;
+- `pixels`: pixels of one sampling call's results, n x height x width x candidates;
+- `frames`: frames of one animation;
+- `params`: parameters of a network a config describes (checked before it is built);
+- `refs`: reference patches per pyramid level of the closed-form patch denoiser.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import SinDiffusionError
+
+DEFAULTS = {
+    "steps": 10_000,  # the paper's sampler runs 1000
+    "candidates": 64,
+    "pixels": 2**27,  # 134 M: about 1.6 GB of float32 results (2 800 samples of 250x188 px)
+    "frames": 10_000,
+    "params": 200_000_000,  # the paper's network has 7 M, `fast` 1 M
+    "refs": 2**20,  # the default keeps 16 384
+}
+
+
+def env_name(name: str) -> str:
+    return f"SINDIFFUSION_MAX_{name.upper()}"
+
+
+def limit(name: str) -> int:
+    """The limit `name` (see `DEFAULTS`), or its environment variable's value when set."""
+    text = os.environ.get(env_name(name))
+    if text is None:
+        return DEFAULTS[name]
+    if not text.strip().isdigit() or int(text) < 1:
+        raise SinDiffusionError(f"{env_name(name)} is {text!r}; set it to a whole number >= 1.")
+    return int(text)
+
+
+def check(name: str, value: int, what: str) -> None:
+    """A one-sentence `SinDiffusionError` when `value` (`what`, e.g. "the sampler steps") is
+    above the limit `name`."""
+    top = limit(name)
+    if value > top:
+        raise SinDiffusionError(
+            f"{what} is {value:,}, above the limit of {top:,}; ask for less, or raise the limit "
+            f"with the environment variable {env_name(name)}."
+        )
