@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 
 from .config import Config
 from .errors import CheckpointError, SinDiffusionError, SinDiffusionWarning
-from .image import atomic_write, from_uint8, save_image, to_uint8
+from .image import atomic_write, check_folder, from_uint8, save_image, to_uint8
 from .report import loss_curve
 from .version import __version__
 
@@ -78,15 +78,10 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
 def check_run_folder(run_dir: str | os.PathLike) -> Path:
     """`run_dir` as a Path, or a one-sentence `CheckpointError` when it names a file (or sits
     under one), before any work is spent on a run that could not be saved."""
-    run_dir = Path(run_dir)
-    for folder in (run_dir, *run_dir.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise CheckpointError(
-                    f"{folder} is a file, not a folder; give --out a folder for the run."
-                )
-            break
-    return run_dir
+    try:
+        return check_folder(run_dir, "the run")
+    except SinDiffusionError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def save_checkpoint(run_dir: str | os.PathLike, ckpt: Checkpoint) -> Path:

@@ -357,6 +357,20 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return images
 
 
+def check_folder(folder: str | os.PathLike, what: str = "the results") -> Path:
+    """`folder` as a Path, or a one-sentence `SinDiffusionError` when it names a file (or sits
+    under one): checked before any work is spent on results that could not be written."""
+    folder = Path(folder)
+    for existing in (folder, *folder.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise SinDiffusionError(
+                    f"{existing} is a file, not a folder; give --out a folder for {what}."
+                )
+            break
+    return folder
+
+
 def write_samples(images: torch.Tensor, out: str | os.PathLike, prefix: str = "sample") -> Path:
     """Write each image of (N, 3, H, W) in [-1, 1] as out/PREFIX-NNN.png and all of them as
     out/grid.png (4 per row); returns the grid's path."""

@@ -9,7 +9,7 @@ Each takes a model (`SinDiffusion`, trained or zero-training) and the sampling o
 `SinDiffusion.sample` (sampler, steps, candidates, renoise, autoguidance, guide, seed, ...).
 """
 
-from .animate import animate, write_video
+from .animate import animate, check_video_path, write_video
 from .outpaint import (
     ANCHORS,
     inpaint,
@@ -26,6 +26,7 @@ __all__ = [
     "ANCHORS",
     "analogy",
     "animate",
+    "check_video_path",
     "edit",
     "harmonize",
     "inpaint",

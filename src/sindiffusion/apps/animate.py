@@ -21,7 +21,7 @@ from ..config import SamplingOptions
 from ..contract import Guide
 from ..device import seeded
 from ..errors import SinDiffusionError
-from ..image import atomic_write, tensor_to_pil
+from ..image import atomic_write, check_folder, tensor_to_pil
 from ..layout import random_shifts
 from ..sampling import build_plan, run
 
@@ -106,15 +106,25 @@ def animate(
                noise=noise, extra=extra)  # fmt: skip
 
 
-def write_video(frames: torch.Tensor, path: str | os.PathLike, fps: float = 12) -> Path:
-    """Write frames (N, 3, H, W) in [-1, 1] as an animated GIF (Pillow) or an MP4 (needs
-    imageio with its ffmpeg plugin: `pip install "sindiffusion[video]"`), atomically."""
+def check_video_path(path: str | os.PathLike, fps: float = 12) -> Path:
+    """`path` as a Path, or a one-sentence error for a name that is not .gif or .mp4, a rate
+    outside (0, 120] or a folder in the way: checked before any frame is drawn."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in VIDEO_SUFFIXES:
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise SinDiffusionError(f"{path}: give a .gif or .mp4 file name for the animation.")
     if not 0 < fps <= 120:
         raise SinDiffusionError(f"fps is {fps:g}; give a rate between 0 and 120.")
+    if path.is_dir():
+        raise SinDiffusionError(f"{path} is a folder; give a .gif or .mp4 file name.")
+    check_folder(path.parent, "the animation")
+    return path
+
+
+def write_video(frames: torch.Tensor, path: str | os.PathLike, fps: float = 12) -> Path:
+    """Write frames (N, 3, H, W) in [-1, 1] as an animated GIF (Pillow) or an MP4 (needs
+    imageio with its ffmpeg plugin: `pip install "sindiffusion[video]"`), atomically."""
+    path = check_video_path(path, fps)
+    suffix = path.suffix.lower()
     images = [tensor_to_pil(f) for f in frames]
     if suffix == ".gif":
         duration = round(1000 / fps)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import apps
 from ..errors import SinDiffusionError
-from ..image import load_image, parse_size, save_image, write_samples
+from ..image import check_folder, load_image, parse_size, save_image, write_samples
 from ..metrics import flicker, frame_change
 from ..model import load, zero_training
 from .options import (
@@ -142,10 +142,11 @@ def _resampling(p: argparse.ArgumentParser, default: int = 2) -> None:
 
 def cmd_app(args: argparse.Namespace) -> int:
     """Run one application; writes DIR/NAME-NNN.png, DIR/grid.png and DIR/input.png."""
-    if args.command == "analogy":
-        return _analogy(args)
     if args.command == "animate":
         return _animate(args)
+    check_folder(args.out, "the results")
+    if args.command == "analogy":
+        return _analogy(args)
     model = open_model(args)
     image = load_image(args.image) if args.image else model.image.float().cpu()
     kwargs = dict(
@@ -215,6 +216,7 @@ def _analogy(args: argparse.Namespace) -> int:
 
 def _animate(args: argparse.Namespace) -> int:
     """`animate RUN --out clip.gif`: frames of a looping walk through the noise."""
+    apps.check_video_path(args.out, args.fps)  # before the frames, not after
     model = open_model(args)
     kwargs = sampling_kwargs(args)
     size = parse_size(args.size) if args.size else None

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..config import load_config
-from ..image import load_image, make_grid, save_image, vstack, write_samples
+from ..image import check_folder, load_image, make_grid, save_image, vstack, write_samples
 from .options import (
     guidance,
     guidance_settings,
@@ -46,6 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    check_folder(args.out, "the samples")
     size = output_size(args)
     model = open_model(args)
     guide = guidance(args, model)
@@ -164,6 +165,7 @@ def cmd_sample_many(args: argparse.Namespace) -> int:
     from ..many import parse_shard, sample_many
 
     shard = parse_shard(args.shard)
+    check_folder(args.out, "the samples")
     folders = sample_many(
         args.runs,
         args.n,
