@@ -48,6 +48,65 @@ def test_the_layout_spread_field_is_checked_on_the_server():
             _spread(bad)
 
 
+def test_a_page_others_can_reach_needs_a_login(tmp_path, monkeypatch, capsys):
+    from sindiffusion.cli import main
+    from sindiffusion.ui.page import check_access, parse_auth
+
+    check_access("127.0.0.1", False, None)  # this computer only: no login needed
+    check_access("0.0.0.0", True, [("ana", "pw")])
+    for host, share in (("0.0.0.0", False), ("192.168.1.5", False), ("127.0.0.1", True)):
+        with pytest.raises(SinDiffusionError, match="add --auth USER:PASS"):
+            check_access(host, share, None)
+    file = tmp_path / "logins"
+    file.write_text("# the team\nbo: two words\n\n")
+    assert parse_auth(["ana:s3:cret"], file) == [("ana", "s3:cret"), ("bo", " two words")]
+    for bad in ("ana", ":pw", "ana:"):
+        with pytest.raises(SinDiffusionError, match="not USER:PASS"):
+            parse_auth([bad])
+    # From the command line: refused before gradio is imported or anything is served.
+    monkeypatch.setenv("GRADIO_SHARE", "true")  # gradio's own switch is ignored, not obeyed
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "")
+    assert main(["ui", "--host", "0.0.0.0", "--runs", str(tmp_path / "runs")]) == 2
+    assert "beyond this computer; add --auth" in capsys.readouterr().err
+    assert main(["ui", "--share", "--runs", str(tmp_path / "runs")]) == 2
+    assert "a public link (--share)" in capsys.readouterr().err
+
+
+def test_the_page_keeps_few_models_caps_requests_and_cleans_old_uploads(tmp_path):
+    import sindiffusion
+    from sindiffusion.ui import runs as ui_runs
+    from sindiffusion.ui.page import MAX_REQUEST_PIXELS, _check_request
+
+    store = RunStore(tmp_path / "runs")
+    image = torch.from_numpy(natural_like(32, 32)).permute(2, 0, 1).float() / 127.5 - 1
+    first = store.new_run("a.png")
+    sindiffusion.train(image, config=tiny_config(), out=first, steps=1, progress=False)
+    for i in range(ui_runs.MODELS_KEPT + 1):  # copies of one run, loaded in turn
+        if i:
+            shutil.copytree(first, store.root / f"copy-{i}")
+    names = store.names()
+    for name in names:
+        store.model(name)
+    assert len(store.loaded()) == ui_runs.MODELS_KEPT and store.loaded()[-1] == names[-1]
+    store.model(names[1])  # used again: now the most recent
+    assert store.loaded()[-1] == names[1] and names[0] not in store.loaded()
+
+    _check_request(16, 512, 512)  # the page's largest grid of samples
+    with pytest.raises(SinDiffusionError, match="megapixels, more than the page's"):
+        _check_request(8, 1024, 1024)  # e.g. 0 = the training size of a 2048 px run, x 8
+    assert 16 * 512 * 512 == MAX_REQUEST_PIXELS
+
+    cache = store.root / ".gradio" / "upload-1"
+    cache.mkdir(parents=True)
+    old, new = cache / "old.png", cache / "new.png"
+    old.write_bytes(b"x")
+    new.write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    assert store.clean(".gradio") == 1 and not old.exists() and new.exists()
+    assert store.clean("no-such-folder") == 0
+
+
 def test_run_names_are_made_and_checked_on_the_server(tmp_path):
     store = RunStore(tmp_path / "runs")
     run = store.new_run("../../etc/My Photo!.png")

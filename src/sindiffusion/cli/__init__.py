@@ -92,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-upload-mb", type=positive_float, default=20.0, help="upload limit (default 20)"
     )
+    p.add_argument(
+        "--share",
+        action="store_true",
+        help="a public gradio link (off by default, whatever GRADIO_SHARE says); needs --auth",
+    )
+    p.add_argument(
+        "--auth",
+        action="append",
+        metavar="USER:PASS",
+        help="a login for the page (repeatable); required with --share or a --host beyond "
+        "this computer",
+    )
+    p.add_argument("--auth-file", help="a file of USER:PASS lines, instead of --auth")
     add_device(p)
 
     p = sub.add_parser("score", help="score generated images against the real image")

@@ -143,10 +143,12 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from ..ui import serve
+    from ..ui.page import parse_auth, serve
 
+    auth = parse_auth(args.auth, args.auth_file)
     config = load_config(args.config) if args.config else None
-    serve(args.host, args.port, args.runs, config, args.max_upload_mb, args.device)
+    serve(args.host, args.port, args.runs, config, args.max_upload_mb, args.device,
+          share=args.share, auth=auth)  # fmt: skip
     return 0
 
 

@@ -36,6 +36,7 @@ from .runs import (
 CONFIG_ENV = "SINDIFFUSION_UI_CONFIG"  # a config JSON used instead of the fast preset (tests)
 MAX_SAMPLE_SIDE = 1024  # the page is for one laptop; bigger samples belong to the CLI
 MAX_SAMPLES = 16
+MAX_REQUEST_PIXELS = 4 * 2**20  # one request's results, all n of them (16 samples of 512x512)
 MAX_SPREAD = 0.2  # the layout spread slider's end: beyond it layouts lose the scene
 CACHE_DIR = ".gradio"  # gradio's upload/download cache, inside the runs folder
 SIDES = ("left", "right", "top", "bottom")  # outpainting's sides, in the page's order
@@ -95,6 +96,17 @@ def _whole(value: Any, name: str, lo: int, hi: int) -> int:
     if not lo <= v <= hi:
         raise SinDiffusionError(f"{name} must be between {lo} and {hi}.")
     return v
+
+
+def _check_request(n: int, h: int, w: int) -> None:
+    """A one-sentence error when n results of h x w px (sizes after every fallback) are more
+    than `MAX_REQUEST_PIXELS` in all: the page is shared by its users."""
+    if n * h * w > MAX_REQUEST_PIXELS:
+        raise SinDiffusionError(
+            f"{n} results of {w}x{h} px are {n * h * w / 1e6:.1f} megapixels, more than the "
+            f"page's {MAX_REQUEST_PIXELS / 1e6:.1f} per request; ask for fewer or smaller "
+            "(the command line has no such cap)."
+        )
 
 
 def _spread(value: Any) -> float | None:
@@ -395,6 +407,7 @@ class _Page:
                 f"each side must be at least {MIN_SIDE} px (0 = training size)."
             )
         n = _whole(n, "the number of samples", 1, MAX_SAMPLES)
+        _check_request(n, h, w)
         seed = _whole(seed, "the seed", 0, 2**31 - 1)
         prior = _spread(spread)
         steer, tag = guided(model, cls, text, scale, seed)
@@ -466,6 +479,7 @@ class _Page:
     def run_inpaint(self, name, value, path, n, seed, cls, text, scale, progress=None):
         model, n, seed = self._app_call(name, n, seed)
         h, w = model.size
+        _check_request(n, h, w)
         if path is not None:
             mask = check_mask_upload(path, (h, w), self.max_upload_mb)
         else:
@@ -490,6 +504,8 @@ class _Page:
         ext = {
             k: _whole(v, f"{k} px", 0, MAX_SAMPLE_SIDE) for k, v in zip(SIDES, sides, strict=True)
         }
+        h, w = model.size
+        _check_request(n, h + ext["top"] + ext["bottom"], w + ext["left"] + ext["right"])
         steer, tag = guided(model, cls, text, scale, seed)
         images = apps.outpaint(
             model, extend=ext, n=n, seed=seed, guide=steer, callback=_ticker(progress, n, model)
@@ -574,6 +590,41 @@ def painted_mask(value: dict | None, size: tuple[int, int]) -> torch.Tensor | No
     return mask if mask is not None and bool(mask.any()) else None
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def check_access(host: str, share: bool, auth: list[tuple[str, str]] | None) -> None:
+    """A one-sentence error for a page others could reach (`share`, or a `host` beyond this
+    computer) without a login (`auth`)."""
+    if (share or host not in LOCAL_HOSTS) and not auth:
+        where = "a public link (--share)" if share else f"{host}, beyond this computer"
+        raise SinDiffusionError(
+            f"the page would be open to anyone at {where}; add --auth USER:PASS or "
+            "--auth-file FILE so that only they can use it."
+        )
+
+
+def parse_auth(pairs: list[str] | None = None, file: str | os.PathLike | None = None):
+    """(user, password) pairs from `USER:PASS` strings and from a file of such lines (blank
+    lines and lines starting with # skipped); a one-sentence error for a malformed one."""
+    lines = list(pairs or [])
+    if file is not None:
+        try:
+            text = Path(file).read_text()
+        except OSError:
+            raise SinDiffusionError(
+                f"{file}: cannot read this auth file; check the path."
+            ) from None
+        lines += [x.strip() for x in text.splitlines() if x.strip() and not x.startswith("#")]
+    out = []
+    for line in lines:
+        user, sep, password = line.partition(":")
+        if not sep or not user.strip() or not password:
+            raise SinDiffusionError("an --auth entry is not USER:PASS; write it like ana:s3cret.")
+        out.append((user.strip(), password))
+    return out
+
+
 def page_theme():
     """The page's theme: gradio's default with system fonts, so the page fetches nothing from
     the web (it must work offline)."""
@@ -592,9 +643,15 @@ def serve(
     max_upload_mb: float = MAX_UPLOAD_MB,
     device: str | None = None,
     quiet: bool = False,
+    share: bool = False,
+    auth: list[tuple[str, str]] | None = None,
 ) -> None:
     """Start the page and block until Ctrl-C. `config` (or the JSON file named by the
-    SINDIFFUSION_UI_CONFIG environment variable) replaces the fast preset."""
+    SINDIFFUSION_UI_CONFIG environment variable) replaces the fast preset. `share`: a public
+    gradio link (off unless asked here: gradio's own environment switches and notebook
+    defaults cannot turn it on); `auth`: (user, password) pairs that may log in, required
+    whenever the page is shared or listens beyond this computer (`check_access`)."""
+    check_access(host, share, auth)
     runs = Path(runs).resolve()
     runs.mkdir(parents=True, exist_ok=True)
     # Read by gradio when it is first imported: uploads and downloads then stay in `runs`.
@@ -603,12 +660,13 @@ def serve(
     if config is None and os.environ.get(CONFIG_ENV):
         config = load_config(os.environ[CONFIG_ENV])
     app = build_app(runs, config=config, max_upload_mb=max_upload_mb, device=device)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {host}: anyone who can reach it can use this page.")
+    RunStore(runs).clean(CACHE_DIR)  # yesterday's uploads and downloads
     try:
         app.queue().launch(
             server_name=host,
             server_port=port,
+            share=share,  # explicit: GRADIO_SHARE and hosted notebooks cannot share it
+            auth=auth or None,
             max_file_size=int(max_upload_mb * 2**20),
             allowed_paths=[str(runs)],
             theme=page_theme(),

@@ -7,6 +7,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from ..trainer import Trainer
 MAX_UPLOAD_MB = 20  # default upload limit; larger files are refused before they reach the disk
 MAX_PIXELS = 50_000_000  # an upload is refused above this many pixels (decompression bombs)
 PREVIEW_SECONDS = 30.0  # live preview samples at most this often: they take time from training
+MODELS_KEPT = 4  # loaded models the page keeps (least recently used dropped): memory is bounded
+UPLOAD_DAYS = 1.0  # uploads and gradio's cached files older than this are removed at start
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")
 
 
@@ -37,7 +40,7 @@ class RunStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        self._models: dict[str, tuple[float, SinDiffusion]] = {}
+        self._models: OrderedDict[str, tuple[float, SinDiffusion]] = OrderedDict()
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -73,7 +76,8 @@ class RunStore:
         raise SinDiffusionError("could not make a new run folder; clean up the runs folder.")
 
     def model(self, name: Any, device: str | None = None) -> SinDiffusion:
-        """The run's model, loaded once and again only when its checkpoint changes."""
+        """The run's model, loaded once and again only when its checkpoint changes; at most
+        `MODELS_KEPT` stay loaded, the least recently used dropped first."""
         path = self.path(name)
         mtime = (path / CHECKPOINT).stat().st_mtime
         with self._lock:
@@ -81,7 +85,31 @@ class RunStore:
             if cached is None or cached[0] != mtime:
                 cached = (mtime, load(path, device=device))
                 self._models[name] = cached
+            self._models.move_to_end(name)
+            while len(self._models) > MODELS_KEPT:
+                self._models.popitem(last=False)
         return cached[1]
+
+    def loaded(self) -> list[str]:
+        """The runs whose models are loaded, least recently used first."""
+        return list(self._models)
+
+    def clean(self, folder: str, days: float = UPLOAD_DAYS) -> int:
+        """Remove the files under `root/folder` (the page's upload cache) last changed more
+        than `days` ago, and the folders they leave empty; returns how many files."""
+        top = self.root / folder
+        if not top.is_dir() or top.is_symlink():
+            return 0
+        cutoff = time.time() - days * 86400
+        removed = 0
+        for path in sorted(top.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_symlink() or path.is_file():
+                if path.lstat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        return removed
 
 
 def _check_file(path: str | os.PathLike | None, max_upload_mb: float) -> Path:
