@@ -177,3 +177,27 @@ def test_three_tracebacks_of_issue_31_are_one_line_errors_or_work(tmp_path, caps
     big.write_bytes(_png_header(12000, 12000))
     msg = _error(capsys, ["train", str(big), "--out", str(tmp_path / "b")])
     assert "12000x12000 px, more than 100 megapixels" in msg and "--max-size" in msg
+
+
+def test_many_samples_are_written_chunk_by_chunk_and_match_sample(tmp_path, tiny_config_file):
+    import torch
+
+    import sindiffusion
+    from sindiffusion.image import from_uint8, load_image, to_uint8
+
+    image = tmp_path / "img.png"
+    Image.fromarray(natural_like(32, 32)).save(image)
+    run = tmp_path / "run"
+    argv = ["train", str(image), "--out", str(run), "--config", str(tiny_config_file)]
+    assert main([*argv, "--steps", "2", "--quiet"]) == 0
+    model = sindiffusion.load(run)
+    # 512x512 px: chunks of 4 results (MAX_PIXELS_PER_BATCH), so 5 come as 4 + 1.
+    chunks = list(model.sample_chunks(n=5, size=(512, 512), seed=1, steps=2))
+    assert [len(c) for c in chunks] == [4, 1]
+    assert torch.equal(torch.cat(chunks), model.sample(n=5, size=(512, 512), seed=1, steps=2))
+    out = tmp_path / "many"
+    argv = ["sample", str(run), "--n", "5", "--size", "512x512", "--steps", "2", "--seed", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert len(list(out.glob("sample-*.png"))) == 5
+    assert torch.equal(load_image(out / "sample-004.png"), from_uint8(to_uint8(chunks[1][0])))
+    assert Image.open(out / "grid.png").size[1] > 512  # two rows: 4 per row

@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -371,13 +371,36 @@ def check_folder(folder: str | os.PathLike, what: str = "the results") -> Path:
     return folder
 
 
-def write_samples(images: torch.Tensor, out: str | os.PathLike, prefix: str = "sample") -> Path:
-    """Write each image of (N, 3, H, W) in [-1, 1] as out/PREFIX-NNN.png and all of them as
-    out/grid.png (4 per row); returns the grid's path."""
+GRID_MAX = 64  # images on a grid.png at most (the first ones)
+
+
+def write_sample_chunks(
+    chunks: Iterable[torch.Tensor], out: str | os.PathLike, prefix: str = "sample"
+) -> tuple[int, Path]:
+    """`write_samples` for images that come in chunks (m, 3, H, W) in [-1, 1]: each written
+    as it comes, so memory holds one chunk and the grid's first `GRID_MAX` images at most.
+    Returns (images written, the grid's path)."""
     out = Path(out)
-    for i, img in enumerate(images):
-        save_image(img, out / f"{prefix}-{i:03d}.png")
-    return save_image(make_grid(images, nrow=4), out / "grid.png")
+    kept: list[torch.Tensor] = []
+    count = 0
+    try:
+        for chunk in chunks:
+            for img in chunk:
+                save_image(img, out / f"{prefix}-{count:03d}.png")
+                if len(kept) < GRID_MAX:
+                    kept.append(img)
+                count += 1
+    finally:  # a failed write ends a generator of chunks now (its progress bar with it)
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return count, save_image(make_grid(torch.stack(kept), nrow=4), out / "grid.png")
+
+
+def write_samples(images: torch.Tensor, out: str | os.PathLike, prefix: str = "sample") -> Path:
+    """Write each image of (N, 3, H, W) in [-1, 1] as out/PREFIX-NNN.png and the first
+    `GRID_MAX` of them as out/grid.png (4 per row); returns the grid's path."""
+    return write_sample_chunks([images], out, prefix)[1]
 
 
 Cell = str | os.PathLike | torch.Tensor | Image.Image | None

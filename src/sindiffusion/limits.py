@@ -4,7 +4,9 @@ environment variable SINDIFFUSION_MAX_<NAME> (a whole number), for bigger machin
 
 - `steps`: sampler steps of a call or a config (also the layout's and a renoised layout's);
 - `candidates`: layouts drawn per result;
-- `pixels`: pixels of one sampling call's results, n x height x width x candidates;
+- `n`: results of one sampling call, drawn and written in chunks (`sample_chunks`);
+- `pixels`: pixels of the results one call holds in memory at once, n x height x width x
+  candidates (`sample`, the applications);
 - `frames`: frames of one animation;
 - `params`: parameters of a network a config describes (checked before it is built);
 - `refs`: reference patches per pyramid level of the closed-form patch denoiser.
@@ -19,6 +21,7 @@ from .errors import SinDiffusionError
 DEFAULTS = {
     "steps": 10_000,  # the paper's sampler runs 1000
     "candidates": 64,
+    "n": 100_000,
     "pixels": 2**27,  # 134 M: about 1.6 GB of float32 results (2 800 samples of 250x188 px)
     "frames": 10_000,
     "params": 200_000_000,  # the paper's network has 7 M, `fast` 1 M

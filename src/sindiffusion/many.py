@@ -27,7 +27,7 @@ from .config import Config
 from .config import preset as preset_config
 from .errors import SinDiffusionError
 from .guidance import guide
-from .image import atomic_write, contact_sheet, list_images, save_image, write_samples
+from .image import atomic_write, contact_sheet, list_images, save_image, write_sample_chunks
 from .model import SinDiffusion, load
 from .report import markdown_table
 from .trainer import train
@@ -266,7 +266,8 @@ def sample_many(
     **sample_kwargs,
 ) -> list[Path]:
     """Draw `n` samples from every run in `runs` into `out/<run-name>/sample-NNN.png` (and
-    grid.png); `sample_kwargs` go to `SinDiffusion.sample` (size, scale, options or the
+    grid.png), each chunk written as it is done; `sample_kwargs` go to
+    `SinDiffusion.sample_chunks` (size, scale, options or the
     `SamplingOptions` fields as keywords, seed). guidance: keyword arguments of
     `guidance.guide` (e.g. {"class_name": "lakeside"}), built afresh for each run, so each
     run's samples are those it would give alone. Returns the output folders."""
@@ -276,9 +277,8 @@ def sample_many(
         model = load(run_dir, device=device)
         t0 = time.perf_counter()
         steer = guide(**guidance, device=model.device) if guidance else None
-        images = model.sample(n=n, guide=steer, **sample_kwargs)
         dest = Path(out) / run_dir.name
-        write_samples(images, dest)
+        write_sample_chunks(model.sample_chunks(n=n, guide=steer, **sample_kwargs), dest)
         folders.append(dest)
         log(f"[{k}/{len(todo)}] {run_dir.name}: {n} samples in {time.perf_counter() - t0:.1f} s")
     return folders

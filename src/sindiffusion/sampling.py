@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -233,7 +233,20 @@ def build_plan(
     return Plan(kind, [stage(den, sigmas)], parts.images, 1, shift)
 
 
-def run(
+def run(plan: Plan, n: int, size: tuple[int, int], *args, **kwargs) -> torch.Tensor:
+    """All `n` results of `run_chunks` at once, (n, 3, h, w) in [-1, 1] on the CPU; the
+    results are held in memory together, so their pixels count against `limits` "pixels"."""
+    h, w = size
+    pixels = n * h * w * plan.rows if isinstance(n, int) else 0
+    limits.check(
+        "pixels",
+        pixels,
+        f"the pixel count of {n} results of {w}x{h} px, {plan.rows} layout(s) each",
+    )
+    return torch.cat(list(run_chunks(plan, n, size, *args, **kwargs)))
+
+
+def run_chunks(
     plan: Plan,
     n: int,
     size: tuple[int, int],
@@ -245,8 +258,9 @@ def run(
     max_pixels: int | None = MAX_PIXELS_PER_BATCH,
     noise: torch.Tensor | None = None,
     extra: dict[str, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Draw `n` results of `size` (h, w) with `plan`; returns (n, 3, h, w) in [-1, 1] on the CPU.
+) -> Iterator[torch.Tensor]:
+    """Draw `n` results of `size` (h, w) with `plan`, yielding them in chunks (m, 3, h, w) in
+    [-1, 1] on the CPU as each is done, so memory does not grow with n (`limits` "n").
 
     start: None draws from pure noise (x = sigma_0 * noise); an image (3, h, w) in [-1, 1]
     starts from it noised to the first level (x = start + sigma_0 * noise, SDEdit).
@@ -259,15 +273,10 @@ def run(
     """
     if not (isinstance(n, int) and n >= 1):
         raise SinDiffusionError(f"n is {n}; ask for at least 1 image.")
-    h, w = size
-    pixels = n * h * w * plan.rows
-    limits.check(
-        "pixels",
-        pixels,
-        f"the pixel count of {n} results of {w}x{h} px, {plan.rows} layout(s) each",
-    )
+    limits.check("n", n, "the number of results")
     if (noise is not None or extra is not None) and plan.rows > 1:
         raise SinDiffusionError("a given noise needs one layout per result; set candidates=1.")
+    h, w = size
     chunk = n if max_pixels is None else max(1, max_pixels // (h * w * plan.rows))
     bar = tqdm(total=n * plan.steps, disable=not progress, unit="step", desc="sampling")
 
@@ -276,7 +285,6 @@ def run(
         if callback is not None:
             callback({**info, "i": info["i"] + offset})
 
-    out = []
     try:
         for first in range(0, n, chunk):
             rows = slice(first, min(first + chunk, n))
@@ -297,10 +305,9 @@ def run(
             x0 = chunk_noise.to(device) * plan.stages[0].sigmas[0]
             x = x0 if start is None else start[None] + x0
             step = functools.partial(report, results=m)
-            out.append(_denoise(plan, x, chunk_extra, generator, step).clamp(-1, 1).cpu())
+            yield _denoise(plan, x, chunk_extra, generator, step).clamp(-1, 1).cpu()
     finally:
         bar.close()
-    return torch.cat(out)
 
 
 def _denoise(

@@ -11,7 +11,15 @@ from importlib import resources
 from pathlib import Path
 
 from ..config import load_config
-from ..image import check_folder, load_image, make_grid, save_image, vstack, write_samples
+from ..image import (
+    check_folder,
+    load_image,
+    make_grid,
+    save_image,
+    vstack,
+    write_sample_chunks,
+    write_samples,
+)
 from .options import (
     guidance,
     guidance_settings,
@@ -51,12 +59,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model = open_model(args)
     guide = guidance(args, model)
     t0 = time.perf_counter()
-    images = model.sample(n=args.n, progress=True, guide=guide, **size, **sampling_kwargs(args))
+    # Each chunk is written as it is done: memory does not grow with --n.
+    chunks = model.sample_chunks(
+        n=args.n, progress=True, guide=guide, **size, **sampling_kwargs(args)
+    )
+    count, grid = write_sample_chunks(chunks, args.out)
     dt = time.perf_counter() - t0
-    grid = write_samples(images, args.out)
-    h, w = images.shape[-2:]
+    h, w = model.output_size(size["size"], size["scale"])
     print(
-        f"wrote {args.n} samples of {w}x{h} px to {args.out} ({dt / args.n:.2f} s each); grid: {grid}"
+        f"wrote {count} samples of {w}x{h} px to {args.out} ({dt / count:.2f} s each); grid: {grid}"
     )
     return 0
 
@@ -143,7 +154,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from ..ui.page import parse_auth, serve
+    from ..ui import parse_auth, serve
 
     auth = parse_auth(args.auth, args.auth_file)
     config = load_config(args.config) if args.config else None

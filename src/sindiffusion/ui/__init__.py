@@ -11,7 +11,7 @@ checks that name again before touching the disk.
     serve(host="127.0.0.1", port=7860, runs="runs")       # blocks until Ctrl-C
 """
 
-from .page import build_app, guided, painted_mask, serve
+from .page import build_app, guided, painted_mask, parse_auth, serve
 from .runs import (
     MAX_PIXELS,
     MAX_UPLOAD_MB,
@@ -33,5 +33,6 @@ __all__ = [
     "check_upload",
     "guided",
     "painted_mask",
+    "parse_auth",
     "serve",
 ]
