@@ -20,6 +20,7 @@ including ones that are not differentiable (a closed-form patch denoiser).
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import os
 import socket
@@ -385,6 +386,20 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
+# Networks built once per process (and device): a web page's every guided request would
+# otherwise load them again. Frozen, so calls can share them.
+@functools.lru_cache(maxsize=2)
+def _classifier(device: str) -> torch.nn.Module:
+    from .metrics import efficientnet_lite0
+
+    return efficientnet_lite0().to(device).eval().requires_grad_(False)
+
+
+@functools.lru_cache(maxsize=2)
+def _clip(name: str, device: str):
+    return load_clip(name, device)
+
+
 def guide(
     class_name: str | int | None = None,
     text: str | None = None,
@@ -409,12 +424,11 @@ def guide(
         raise SinDiffusionError(f"cuts is {cuts}; give at least 1 cut-out per step.")
     scores: list[_CutoutScore] = []
     if class_name is not None:
-        from .metrics import efficientnet_lite0
-
-        classifier = efficientnet_lite0().to(device)
+        classifier = _classifier(str(device))
         scores.append(ClassScore([find_class(class_name)], classifier, cuts=cuts, seed=seed))
     if text is not None:
-        clip, tokenizer = load_clip(clip_model, device)
+        name = str(clip_model or os.environ.get(CLIP_ENV) or DEFAULT_CLIP)
+        clip, tokenizer = _clip(name, str(device))
         scores.append(ClipTextScore.from_text(clip, tokenizer, text, cuts=cuts, seed=seed))
 
     def wrap(denoiser: Denoise) -> Denoise:
