@@ -28,7 +28,16 @@ from .diffusion import Denoiser
 from .errors import CheckpointError, SinDiffusionError
 from .image import check_image_tensor, check_size, fit_size, load_image, resize
 from .patch_denoiser import PatchDenoiser, patch_config
-from .sampling import Parts, base_denoiser, build_plan, run, run_chunks, schedule, settings
+from .sampling import (
+    Parts,
+    Plan,
+    base_denoiser,
+    build_plan,
+    run,
+    run_chunks,
+    schedule,
+    settings,
+)
 from .unet import UNet, initial_weights
 
 
@@ -197,12 +206,8 @@ class SinDiffusion:
         `guidance.guide(class_name="volcano")`; callback(info) after every sampler step;
         progress: a progress bar.
         """
-        h, w = self.output_size(size, scale)
-        parts, opts = self.prepare(SamplingOptions.of(options, **overrides))
-        plan = build_plan(parts, opts, guide=guide)
-        if generator is None:
-            generator = seeded(seed, self.device)
-        return run(plan, n, (h, w), generator, self.device, callback=callback, progress=progress)
+        return run(*self._call(n, size, scale, options, seed, generator, guide, overrides),
+                   callback=callback, progress=progress)  # fmt: skip
 
     def sample_chunks(
         self,
@@ -212,18 +217,28 @@ class SinDiffusion:
         *,
         options: SamplingOptions | None = None,
         seed: int = 0,
+        generator: torch.Generator | None = None,
         guide: Guide | None = None,
+        callback: Callable[[dict], None] | None = None,
         progress: bool = False,
         **overrides: Any,
     ) -> Iterator[torch.Tensor]:
         """The images of `sample` with the same arguments, in chunks (m, 3, H, W) in [-1, 1]
         yielded as each is done (together, bit for bit `sample`'s): for many images, whose
         memory then does not grow with n."""
+        return run_chunks(*self._call(n, size, scale, options, seed, generator, guide, overrides),
+                          callback=callback, progress=progress)  # fmt: skip
+
+    def _call(
+        self, n, size, scale, options, seed, generator, guide, overrides
+    ) -> tuple[Plan, int, tuple[int, int], torch.Generator, torch.device]:
+        """The positional arguments of `sampling.run` for one `sample` call: plan, n, (h, w),
+        generator, device."""
         h, w = self.output_size(size, scale)
         parts, opts = self.prepare(SamplingOptions.of(options, **overrides))
         plan = build_plan(parts, opts, guide=guide)
-        generator = seeded(seed, self.device)
-        yield from run_chunks(plan, n, (h, w), generator, self.device, progress=progress)
+        generator = generator if generator is not None else seeded(seed, self.device)
+        return plan, n, (h, w), generator, self.device
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write this model as a run folder; returns the checkpoint file's path."""
