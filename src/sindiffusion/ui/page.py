@@ -37,6 +37,7 @@ CONFIG_ENV = "SINDIFFUSION_UI_CONFIG"  # a config JSON used instead of the fast 
 MAX_SAMPLE_SIDE = 1024  # the page is for one laptop; bigger samples belong to the CLI
 MAX_SAMPLES = 16
 MAX_REQUEST_PIXELS = 4 * 2**20  # one request's results, all n of them (16 samples of 512x512)
+QUEUE_SIZE = 32  # requests waiting at most, for all users; gradio refuses more at once
 MAX_SPREAD = 0.2  # the layout spread slider's end: beyond it layouts lose the scene
 CACHE_DIR = ".gradio"  # gradio's upload/download cache, inside the runs folder
 SIDES = ("left", "right", "top", "bottom")  # outpainting's sides, in the page's order
@@ -662,7 +663,7 @@ def serve(
     app = build_app(runs, config=config, max_upload_mb=max_upload_mb, device=device)
     RunStore(runs).clean(CACHE_DIR)  # yesterday's uploads and downloads
     try:
-        app.queue().launch(
+        app.queue(max_size=QUEUE_SIZE).launch(
             server_name=host,
             server_port=port,
             share=share,  # explicit: GRADIO_SHARE and hosted notebooks cannot share it
