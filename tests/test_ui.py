@@ -5,6 +5,7 @@ checks (run names, uploads, painted masks) without a browser."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import socket
@@ -105,6 +106,48 @@ def test_the_page_keeps_few_models_caps_requests_and_cleans_old_uploads(tmp_path
     os.utime(old, (two_days_ago, two_days_ago))
     assert store.clean(".gradio") == 1 and not old.exists() and new.exists()
     assert store.clean("no-such-folder") == 0
+
+
+def test_each_login_sees_uses_and_stops_only_its_own_runs(tmp_path):
+    from types import SimpleNamespace
+
+    import gradio
+    from gradio.helpers import special_args
+
+    import sindiffusion
+    from sindiffusion.ui.page import _Page
+
+    def page(shared: bool = False) -> _Page:
+        return _Page(RunStore(tmp_path / "runs"), tiny_config(), 10, "cpu", 1, shared)
+
+    ana, bo, local = (SimpleNamespace(username=u) for u in ("ana", "bo", None))
+    per_user = page()
+    run = per_user.runs(ana).new_run("a.png")
+    image = torch.from_numpy(natural_like(32, 32)).permute(2, 0, 1).float() / 127.5 - 1
+    sindiffusion.train(image, config=tiny_config(), out=run, steps=1, progress=False)
+    assert per_user.runs(ana).names() == [run.name] and per_user.runs(bo).names() == []
+    with pytest.raises(SinDiffusionError, match="pick a run from the list"):
+        per_user.runs(bo).model(run.name)  # bo cannot sample, outpaint or download it
+    assert per_user.runs(local).names() == [run.name]  # no login: one user at the computer
+    assert page(shared=True).runs(bo).names() == [run.name]  # --shared-runs
+
+    class Job:
+        stopped = False
+
+        def stop(self):
+            self.stopped = True
+
+    job = per_user.current["ana"] = Job()
+    per_user.stop_training(bo)
+    assert not job.stopped  # bo's Stop button cannot end ana's training
+    per_user.stop_training(ana)
+    assert job.stopped
+
+    # Gradio hands each handler the request (who is logged in) and a progress bar.
+    handler = per_user.wired(per_user.make_samples)
+    assert gradio.utils.get_type_hints(handler) == {"request": gradio.Request}
+    assert special_args(handler)[1] is not None  # the progress bar's position
+    assert inspect.isgeneratorfunction(per_user.wired(per_user.run_training))  # live updates
 
 
 def test_run_names_are_made_and_checked_on_the_server(tmp_path):

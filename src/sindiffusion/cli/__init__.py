@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         "this computer",
     )
     p.add_argument("--auth-file", help="a file of USER:PASS lines, instead of --auth")
+    p.add_argument(
+        "--shared-runs",
+        action="store_true",
+        help="logged-in users all see and use every run (default: each only their own)",
+    )
     add_device(p)
 
     p = sub.add_parser("score", help="score generated images against the real image")

@@ -159,7 +159,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     auth = parse_auth(args.auth, args.auth_file)
     config = load_config(args.config) if args.config else None
     serve(args.host, args.port, args.runs, config, args.max_upload_mb, args.device,
-          share=args.share, auth=auth)  # fmt: skip
+          share=args.share, auth=auth, shared_runs=args.shared_runs)  # fmt: skip
     return 0
 
 

@@ -128,10 +128,12 @@ def build_app(
     max_upload_mb: float = MAX_UPLOAD_MB,
     device: str | None = None,
     preview_seconds: float = PREVIEW_SECONDS,
+    shared_runs: bool = False,
 ):
-    """The page as a `gradio.Blocks` (not started). `config` replaces the fast preset."""
+    """The page as a `gradio.Blocks` (not started). `config` replaces the fast preset. With
+    logins, each user sees, uses and stops only the runs they trained, unless `shared_runs`."""
     gr = _gradio()
-    page = _Page(RunStore(runs), config, max_upload_mb, device, preview_seconds)
+    page = _Page(RunStore(runs), config, max_upload_mb, device, preview_seconds, shared_runs)
     # Served in place: without this gradio copies every file it shows (checkpoints too) into its
     # cache. Browsers can read the runs folder either way (`allowed_paths`), and nothing else.
     gr.set_static_paths([page.store.root])
@@ -162,32 +164,55 @@ class _Page:
         max_upload_mb: float,
         device: str | None,
         preview_seconds: float,
+        shared_runs: bool = False,
     ):
         self.gr = _gradio()
+        self.shared_runs = shared_runs
         self.store = store
         self.base = config if config is not None else preset("fast")
         self.custom = config is not None
         self.max_upload_mb = max_upload_mb
         self.device = device
         self.preview_seconds = preview_seconds
-        self.training = OneAtATime()
-        self.current: dict[str, TrainingJob] = {}
+        self.trainings: dict[str | None, OneAtATime] = {}  # one training at a time per user
+        self.current: dict[str | None, TrainingJob] = {}  # each user's running training
         self.tracker = self.gr.Progress()
 
-    def tracked(self, handler: Callable) -> Callable:
-        """`handler`, whose last parameter is `progress`, as gradio must see it to show a
-        progress bar: with a `gr.Progress` as that parameter's default (gradio finds it by the
-        default's type; gradio is imported only when a page is built, so the methods cannot
-        name it in their own signatures)."""
+    def wired(self, handler: Callable) -> Callable:
+        """`handler` as gradio must see it: its `progress` parameter defaulting to a
+        `gr.Progress` (gradio then shows a progress bar) and its `request` parameter annotated
+        `gr.Request` (gradio then passes the request: who is logged in). Gradio finds both by
+        default and annotation, and is imported only when a page is built, so the methods
+        cannot name it in their own signatures."""
         signature = inspect.signature(handler)
-        params = list(signature.parameters.values())
-        params[-1] = params[-1].replace(default=self.tracker)
+        params = [
+            p.replace(default=self.tracker) if p.name == "progress" else p
+            for p in signature.parameters.values()
+        ]
 
-        def call(*args, **kwargs):
-            return handler(*args, **kwargs)
+        if inspect.isgeneratorfunction(handler):  # gradio streams a generator's updates
+
+            def call(*args, **kwargs):
+                yield from handler(*args, **kwargs)
+
+        else:
+
+            def call(*args, **kwargs):
+                return handler(*args, **kwargs)
 
         call.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        if "request" in signature.parameters:
+            call.__annotations__ = {"request": self.gr.Request}
         return call
+
+    def user(self, request) -> str | None:
+        """Whose runs a request may see and use: its login, unless the page was started with
+        shared runs (or without logins: one user at the computer)."""
+        return None if self.shared_runs else getattr(request, "username", None)
+
+    def runs(self, request) -> RunStore:
+        """The runs folder as the request's user sees it (`RunStore.for_owner`)."""
+        return self.store.for_owner(self.user(request))
 
     # --- 1 · Train ---------------------------------------------------------------------------
     def train_panel(self) -> SimpleNamespace:
@@ -252,8 +277,10 @@ class _Page:
         """Train and Stop; a finished run is selected in the run list."""
         inputs = [train.upload, train.kind, train.amount, train.seed, train.max_size]
         outputs = [train.status, train.preview, train.loss_plot, run]
-        train.train_btn.click(self.run_training, inputs, outputs, show_progress="minimal")
-        train.stop_btn.click(self.stop_training, None, None, queue=False)
+        train.train_btn.click(
+            self.wired(self.run_training), inputs, outputs, show_progress="minimal"
+        )
+        train.stop_btn.click(self.wired(self.stop_training), None, None, queue=False)
 
     def with_max_size(self, max_size: Any, minutes: float | None = None) -> Config:
         """The preset for this budget (short runs train on smaller crops), or the given config,
@@ -274,7 +301,7 @@ class _Page:
         return self.gr.update(), tensor_to_pil(img), f"trains at {w}x{h} px"
 
     @_page_errors
-    def run_training(self, path, kind, amount, seed, max_size):
+    def run_training(self, path, kind, amount, seed, max_size, request=None):
         if kind == "minutes":
             minutes, steps = float(amount or 0), None
             if not 0 < minutes <= 24 * 60:
@@ -284,13 +311,15 @@ class _Page:
         cfg = self.with_max_size(max_size, minutes)
         img = check_upload(path, cfg, self.max_upload_mb)
         seed = _whole(seed, "the seed", 0, 2**31 - 1)
-        self.training.claim()
+        user, store = self.user(request), self.runs(request)
+        lock = self.trainings.setdefault(user, OneAtATime())
+        lock.claim()
         try:
-            run_dir = self.store.new_run(Path(path).name)
+            run_dir = store.new_run(Path(path).name)
             job = TrainingJob(
                 img, cfg, run_dir, steps, minutes, seed, self.device, self.preview_seconds
             )
-            self.current["job"] = job.start()
+            self.current[user] = job.start()
             keep = self.gr.update()
             while not job.done:
                 time.sleep(0.5)
@@ -304,14 +333,15 @@ class _Page:
                 job.status() + f" · run folder `{name}`",
                 str(job.preview_path),
                 job.loss_table(),
-                self.gr.update(choices=self.store.names(), value=name),
+                self.gr.update(choices=store.names(), value=name),
             )
         finally:
-            self.current.pop("job", None)
-            self.training.release()
+            self.current.pop(user, None)
+            lock.release()
 
-    def stop_training(self) -> None:
-        job = self.current.get("job")
+    def stop_training(self, request=None) -> None:
+        """Stop the requesting user's training, and only theirs."""
+        job = self.current.get(self.user(request))
         if job is not None:
             job.stop()
 
@@ -329,21 +359,27 @@ class _Page:
             refresh = gr.Button("refresh list", scale=1)
             ckpt_dl = gr.DownloadButton("download checkpoint", elem_id="download-ckpt", scale=1)
         run_info = gr.Markdown(elem_id="run-info")
-        refresh.click(lambda v: gr.update(choices=store.names(), value=v), run, run)
-        run.change(self.select_run, run, [run_info, preview, ckpt_dl])
+        refresh.click(self.wired(self.refresh_runs), run, run)
+        run.change(self.wired(self.select_run), run, [run_info, preview, ckpt_dl])
         # A page opened later lists the runs trained since the server started.
-        app.load(
-            lambda: gr.update(choices=(n := store.names()), value=n[0] if n else None), None, run
-        )
+        app.load(self.wired(self.list_runs), None, run)
         return run
 
+    def refresh_runs(self, value, request=None):
+        return self.gr.update(choices=self.runs(request).names(), value=value)
+
+    def list_runs(self, request=None):
+        names = self.runs(request).names()
+        return self.gr.update(choices=names, value=names[0] if names else None)
+
     @_page_errors
-    def select_run(self, name):
+    def select_run(self, name, request=None):
         if not name:
             return "No run yet: upload an image and train one.", None, None
-        model = self.store.model(name, self.device)
+        store = self.runs(request)
+        model = store.model(name, self.device)
         h, w = model.size
-        run_dir = self.store.path(name)
+        run_dir = store.path(name)
         sampling = model.config.sampling
         info = (
             f"**{name}** · preset {model.config.preset} · {model.step} steps · "
@@ -392,14 +428,17 @@ class _Page:
                 label="samples", columns=4, elem_id="gallery", format="png", height="auto"
             )
         sample_btn.click(
-            self.tracked(self.make_samples),
+            self.wired(self.make_samples),
             [run, width, height, count, seed, spread, *guide_fields],
             [gallery, grid_dl],
         )
 
     @_page_errors
-    def make_samples(self, name, width, height, n, seed, spread, cls, text, scale, progress=None):
-        model = self.store.model(name, self.device)
+    def make_samples(
+        self, name, width, height, n, seed, spread, cls, text, scale, request=None, progress=None
+    ):
+        store = self.runs(request)
+        model = store.model(name, self.device)
         h0, w0 = model.size
         w = _whole(width, "the width", 0, MAX_SAMPLE_SIDE) or w0
         h = _whole(height, "the height", 0, MAX_SAMPLE_SIDE) or h0
@@ -417,7 +456,7 @@ class _Page:
             callback=_ticker(progress, n, model),
         )  # fmt: skip
         tag = (f"-spread{prior:g}" if prior else "") + tag
-        out = self.store.path(name) / "samples" / f"{w}x{h}-seed{seed}-n{n}{tag}"
+        out = store.path(name) / "samples" / f"{w}x{h}-seed{seed}-n{n}{tag}"
         return _write_gallery(images, out)
 
     # --- Outpaint / inpaint ------------------------------------------------------------------
@@ -463,22 +502,25 @@ class _Page:
             grid_dl = gr.DownloadButton("download grid", elem_id="download-apps-grid")
         results = [gallery, grid_dl]
         painted = [run, editor, mask_file, n, seed, *guide_fields]
-        inpaint_btn.click(self.tracked(self.run_inpaint), painted, results)
+        inpaint_btn.click(self.wired(self.run_inpaint), painted, results)
         extended = [run, *sides, n, seed, *guide_fields]
-        outpaint_btn.click(self.tracked(self.run_outpaint), extended, results)
+        outpaint_btn.click(self.wired(self.run_outpaint), extended, results)
         # On showing the tab too: an editor hidden in a closed tab misses its first image.
-        run.change(self.load_editor, run, editor)
-        tab.select(self.load_editor, run, editor)
+        run.change(self.wired(self.load_editor), run, editor)
+        tab.select(self.wired(self.load_editor), run, editor)
 
-    def _app_call(self, name, n, seed):
-        """The model, result count and seed of an application request, checked."""
-        model = self.store.model(name, self.device)
+    def _app_call(self, name, n, seed, request):
+        """The runs the request may use, the model, result count and seed, checked."""
+        store = self.runs(request)
+        model = store.model(name, self.device)
         n = _whole(n, "the number of results", 1, 8)
-        return model, n, _whole(seed, "the seed", 0, 2**31 - 1)
+        return store, model, n, _whole(seed, "the seed", 0, 2**31 - 1)
 
     @_page_errors
-    def run_inpaint(self, name, value, path, n, seed, cls, text, scale, progress=None):
-        model, n, seed = self._app_call(name, n, seed)
+    def run_inpaint(
+        self, name, value, path, n, seed, cls, text, scale, request=None, progress=None
+    ):
+        store, model, n, seed = self._app_call(name, n, seed, request)
         h, w = model.size
         _check_request(n, h, w)
         if path is not None:
@@ -492,15 +534,16 @@ class _Page:
             model, mask, n=n, seed=seed, guide=steer, callback=_ticker(progress, n, model)
         )
         key = hashlib.sha1(mask.numpy().tobytes()).hexdigest()[:8]
-        out = self.store.path(name) / "inpaint" / f"mask-{key}-seed{seed}-n{n}{tag}"
+        out = store.path(name) / "inpaint" / f"mask-{key}-seed{seed}-n{n}{tag}"
         save_image(mask.float()[None].expand(3, -1, -1) * 2 - 1, out / "mask.png")
         return _write_gallery(images, out)
 
     @_page_errors
     def run_outpaint(
-        self, name, left, right, top, bottom, n, seed, cls, text, scale, progress=None
-    ):
-        model, n, seed = self._app_call(name, n, seed)
+        self, name, left, right, top, bottom, n, seed, cls, text, scale, request=None,
+        progress=None,
+    ):  # fmt: skip
+        store, model, n, seed = self._app_call(name, n, seed, request)
         sides = (left, right, top, bottom)
         ext = {
             k: _whole(v, f"{k} px", 0, MAX_SAMPLE_SIDE) for k, v in zip(SIDES, sides, strict=True)
@@ -512,17 +555,17 @@ class _Page:
             model, extend=ext, n=n, seed=seed, guide=steer, callback=_ticker(progress, n, model)
         )
         le, ri, to, bo = ext.values()
-        out = self.store.path(name) / "outpaint" / f"l{le}-r{ri}-t{to}-b{bo}-seed{seed}-n{n}{tag}"
+        out = store.path(name) / "outpaint" / f"l{le}-r{ri}-t{to}-b{bo}-seed{seed}-n{n}{tag}"
         return _write_gallery(images, out)
 
     @_page_errors
-    def load_editor(self, name):
+    def load_editor(self, name, request=None):
         """The run's image as the editor's background."""
         if not name:
             return None
         # The run's own file, served in place: a fresh PIL image would be re-encoded into the
         # cache on every call, racing with the browser reading the previous copy.
-        img = str(self.store.path(name) / "image.png")
+        img = str(self.runs(request).path(name) / "image.png")
         return {"background": img, "layers": [], "composite": img}
 
 
@@ -646,12 +689,14 @@ def serve(
     quiet: bool = False,
     share: bool = False,
     auth: list[tuple[str, str]] | None = None,
+    shared_runs: bool = False,
 ) -> None:
     """Start the page and block until Ctrl-C. `config` (or the JSON file named by the
     SINDIFFUSION_UI_CONFIG environment variable) replaces the fast preset. `share`: a public
     gradio link (off unless asked here: gradio's own environment switches and notebook
     defaults cannot turn it on); `auth`: (user, password) pairs that may log in, required
-    whenever the page is shared or listens beyond this computer (`check_access`)."""
+    whenever the page is shared or listens beyond this computer (`check_access`); each user
+    then sees and stops only their own runs, unless `shared_runs`."""
     check_access(host, share, auth)
     runs = Path(runs).resolve()
     runs.mkdir(parents=True, exist_ok=True)
@@ -660,7 +705,9 @@ def serve(
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if config is None and os.environ.get(CONFIG_ENV):
         config = load_config(os.environ[CONFIG_ENV])
-    app = build_app(runs, config=config, max_upload_mb=max_upload_mb, device=device)
+    app = build_app(
+        runs, config=config, max_upload_mb=max_upload_mb, device=device, shared_runs=shared_runs
+    )
     RunStore(runs).clean(CACHE_DIR)  # yesterday's uploads and downloads
     try:
         app.queue(max_size=QUEUE_SIZE).launch(

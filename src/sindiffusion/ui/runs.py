@@ -3,6 +3,8 @@ a background thread. Nothing here imports gradio."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import os
 import re
 import threading
@@ -26,6 +28,7 @@ MAX_UPLOAD_MB = 20  # default upload limit; larger files are refused before they
 MAX_PIXELS = 50_000_000  # an upload is refused above this many pixels (decompression bombs)
 PREVIEW_SECONDS = 30.0  # live preview samples at most this often: they take time from training
 MODELS_KEPT = 4  # loaded models the page keeps (least recently used dropped): memory is bounded
+OWNER = ".owner"  # in a run folder: who made it (a hash of the login), for per-user pages
 UPLOAD_DAYS = 1.0  # uploads and gradio's cached files older than this are removed at start
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")
 
@@ -37,16 +40,27 @@ class RunStore:
     one back, so no path from a browser ever reaches the disk.
     """
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, owner: str | None = None):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.owner = owner  # None: every run; else only the runs this owner made
         self._models: OrderedDict[str, tuple[float, SinDiffusion]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def for_owner(self, owner: str | None) -> RunStore:
+        """The same folder (and loaded models) as seen by `owner`: only the runs it made (its
+        name kept in each run's `.owner` file), new runs made as its; None: every run."""
+        view = copy.copy(self)
+        view.owner = None if owner is None else hashlib.sha256(owner.encode()).hexdigest()[:16]
+        return view
+
     def names(self) -> list[str]:
-        """Run folders that hold a checkpoint, newest first. A folder or checkpoint that is a
-        symbolic link is left out: it could lead outside the runs folder."""
+        """Run folders that hold a checkpoint (the owner's, if one is set), newest first. A
+        folder or checkpoint that is a symbolic link is left out: it could lead outside the
+        runs folder."""
         runs = [p for p in self.root.iterdir() if _RUN_NAME.match(p.name) and self._inside(p)]
+        if self.owner is not None:
+            runs = [p for p in runs if _read(p / OWNER) == self.owner]
         return [p.name for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)]
 
     def _inside(self, run: Path) -> bool:
@@ -70,6 +84,8 @@ class RunStore:
             path = self.root / (f"{stem}-{stamp}" + (f"-{i}" if i else ""))
             try:
                 path.mkdir()
+                if self.owner is not None:
+                    (path / OWNER).write_text(self.owner)
                 return path
             except FileExistsError:
                 continue
@@ -110,6 +126,13 @@ class RunStore:
             elif path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
         return removed
+
+
+def _read(path: Path) -> str | None:
+    """A small text file's content, or None when it is missing or a link."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    return path.read_text()[:64]
 
 
 def _check_file(path: str | os.PathLike | None, max_upload_mb: float) -> Path:
