@@ -866,6 +866,46 @@ def _(ws):
     return expect_api_error(ws, lambda: check_mask_upload(p, (32, 32), 1), "at most 1 MB")
 
 
+@case("shared page", "ui --host 0.0.0.0 / --share without --auth", "error: add --auth")
+def _(ws):
+    outcomes = [
+        expect_error(ws, ["ui", "--runs", ws.path("ui-runs"), *flags], "add --auth USER:PASS")
+        for flags in (["--host", "0.0.0.0"], ["--share"])
+    ]
+    return Outcome("; ".join(o.got for o in outcomes), all(o.passed for o in outcomes),
+                   all(o.intact for o in outcomes))  # fmt: skip
+
+
+@case("shared page", "a request over the pixel cap (8 results of 1024x1024)", "refused")
+def _(ws):
+    from sindiffusion.ui.page import _check_request
+
+    return expect_api_error(ws, lambda: _check_request(8, 1024, 1024), "per request")
+
+
+@case(
+    "shared page", "a second user asks for the first's run, or presses Stop", "refused; not stopped"
+)
+def _(ws):
+    from types import SimpleNamespace
+
+    from sindiffusion.ui.page import _Page
+
+    page = _Page(RunStore(ws.path("shared")), tiny_config(), 10, "cpu", 1)
+    ana, bo = SimpleNamespace(username="ana"), SimpleNamespace(username="bo")
+    run = page.runs(ana).new_run("a.png")
+    shutil.copytree(ws.run, run, dirs_exist_ok=True)
+    job = SimpleNamespace(stopped=False)
+    job.stop = lambda: setattr(job, "stopped", True)
+    page.current["ana"] = job
+    page.stop_training(bo)
+    seen = page.runs(bo).names()
+    refused = expect_api_error(ws, lambda: page.runs(bo).model(run.name), "pick a run")
+    ok = refused.passed and seen == [] and not job.stopped and page.runs(ana).names() == [run.name]
+    return Outcome(f"bo sees {seen}; {refused.got}; ana's training running: {not job.stopped}",
+                   ok, refused.intact)  # fmt: skip
+
+
 @case("web page", "a file named ../../x.png", "a run folder inside --runs named x-<time>")
 def _(ws):
     store = RunStore(ws.path("runs"))
