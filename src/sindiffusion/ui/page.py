@@ -237,21 +237,7 @@ class _Page:
                         height=160, format="png",
                     )  # fmt: skip
                     upload_info = gr.Markdown(elem_id="upload-info")
-                with gr.Row():
-                    kind = gr.Radio(
-                        ["minutes", "steps"], value="steps" if self.custom else "minutes",
-                        label="budget", elem_id="budget-kind",
-                    )  # fmt: skip
-                    amount = gr.Number(
-                        value=base.train.steps if self.custom else 3, label="minutes or steps",
-                        minimum=0, elem_id="budget",
-                    )  # fmt: skip
-                with gr.Accordion("advanced", open=False):
-                    with gr.Row():
-                        seed = gr.Number(0, precision=0, label="seed", minimum=0)
-                        max_size = gr.Number(
-                            base.train.max_size, precision=0, label="long side (px)"
-                        )
+                kind, amount, seed, max_size = self.train_settings()
                 with gr.Row():
                     train_btn = gr.Button("Train", variant="primary", elem_id="train-btn")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
@@ -272,6 +258,24 @@ class _Page:
             train_btn=train_btn, stop_btn=stop_btn, status=status, preview=preview,
             loss_plot=loss_plot,
         )  # fmt: skip
+
+    def train_settings(self) -> tuple:
+        """The training budget (minutes or steps), and the seed and long side under "advanced"."""
+        gr, base = self.gr, self.base
+        with gr.Row():
+            kind = gr.Radio(
+                ["minutes", "steps"], value="steps" if self.custom else "minutes",
+                label="budget", elem_id="budget-kind",
+            )  # fmt: skip
+            amount = gr.Number(
+                value=base.train.steps if self.custom else 3, label="minutes or steps",
+                minimum=0, elem_id="budget",
+            )  # fmt: skip
+        with gr.Accordion("advanced", open=False):
+            with gr.Row():
+                seed = gr.Number(0, precision=0, label="seed", minimum=0)
+                max_size = gr.Number(base.train.max_size, precision=0, label="long side (px)")
+        return kind, amount, seed, max_size
 
     def wire_training(self, train: SimpleNamespace, run) -> None:
         """Train and Stop; a finished run is selected in the run list."""
@@ -302,6 +306,7 @@ class _Page:
 
     @_page_errors
     def run_training(self, path, kind, amount, seed, max_size, request=None):
+        """Train on the upload in the background, streaming status, preview and loss."""
         if kind == "minutes":
             minutes, steps = float(amount or 0), None
             if not 0 < minutes <= 24 * 60:
@@ -366,14 +371,17 @@ class _Page:
         return run
 
     def refresh_runs(self, value, request=None):
+        """The run list again, keeping the selected run."""
         return self.gr.update(choices=self.runs(request).names(), value=value)
 
     def list_runs(self, request=None):
+        """The run list for a page just opened, newest run selected."""
         names = self.runs(request).names()
         return self.gr.update(choices=names, value=names[0] if names else None)
 
     @_page_errors
     def select_run(self, name, request=None):
+        """The run's description, its latest preview and its checkpoint for download."""
         if not name:
             return "No run yet: upload an image and train one.", None, None
         store = self.runs(request)
@@ -437,6 +445,7 @@ class _Page:
     def make_samples(
         self, name, width, height, n, seed, spread, cls, text, scale, request=None, progress=None
     ):
+        """New samples of the run at the asked size, written under its samples folder."""
         store = self.runs(request)
         model = store.model(name, self.device)
         h0, w0 = model.size
@@ -520,6 +529,7 @@ class _Page:
     def run_inpaint(
         self, name, value, path, n, seed, cls, text, scale, request=None, progress=None
     ):
+        """Fill the painted or uploaded mask anew, written under the run's inpaint folder."""
         store, model, n, seed = self._app_call(name, n, seed, request)
         h, w = model.size
         _check_request(n, h, w)
@@ -543,6 +553,7 @@ class _Page:
         self, name, left, right, top, bottom, n, seed, cls, text, scale, request=None,
         progress=None,
     ):  # fmt: skip
+        """Extend the image by the pixels asked per side, under the run's outpaint folder."""
         store, model, n, seed = self._app_call(name, n, seed, request)
         sides = (left, right, top, bottom)
         ext = {
