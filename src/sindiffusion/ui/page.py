@@ -138,10 +138,7 @@ def build_app(
     # cache. Browsers can read the runs folder either way (`allowed_paths`), and nothing else.
     gr.set_static_paths([page.store.root])
     with gr.Blocks(title="sindiffusion", analytics_enabled=False) as app:
-        gr.Markdown(
-            "# sindiffusion\nLearn a diffusion model from **one** image, then draw new images "
-            "of any size with the same patches."
-        )
+        page.header()
         train = page.train_panel()
         run = page.run_bar(app, train.preview)
         guide_fields = page.guidance_fields()
@@ -213,6 +210,13 @@ class _Page:
     def runs(self, request) -> RunStore:
         """The runs folder as the request's user sees it (`RunStore.for_owner`)."""
         return self.store.for_owner(self.user(request))
+
+    def header(self) -> None:
+        """The page's title and what it does, in one sentence."""
+        self.gr.Markdown(
+            "# sindiffusion\nLearn a diffusion model from **one** image, then draw new images "
+            "of any size with the same patches."
+        )
 
     # --- 1 · Train ---------------------------------------------------------------------------
     def train_panel(self) -> SimpleNamespace:
@@ -479,16 +483,7 @@ class _Page:
                 "pixels set below around the image. Guidance above applies too."
             )
             with gr.Row(equal_height=False):
-                editor = gr.ImageEditor(
-                    type="numpy",
-                    sources=[],  # the background is the run's image, never a browser's file
-                    layers=False,
-                    transforms=[],
-                    brush=gr.Brush(default_size=12, colors=["#ffffff"], color_mode="fixed"),
-                    label="paint the region to regenerate",
-                    elem_id="editor",
-                    height=320,
-                )
+                editor = self.mask_editor()
                 with gr.Column():
                     mask_file = _image_upload(
                         gr, "…or upload a mask (white = regenerate)", "mask-upload", 100
@@ -517,6 +512,20 @@ class _Page:
         # On showing the tab too: an editor hidden in a closed tab misses its first image.
         run.change(self.wired(self.load_editor), run, editor)
         tab.select(self.wired(self.load_editor), run, editor)
+
+    def mask_editor(self):
+        """The training image to paint the region to regenerate on (loaded by `load_editor`)."""
+        gr = self.gr
+        return gr.ImageEditor(
+            type="numpy",
+            sources=[],  # the background is the run's image, never a browser's file
+            layers=False,
+            transforms=[],
+            brush=gr.Brush(default_size=12, colors=["#ffffff"], color_mode="fixed"),
+            label="paint the region to regenerate",
+            elem_id="editor",
+            height=320,
+        )
 
     def _app_call(self, name, n, seed, request):
         """The runs the request may use, the model, result count and seed, checked."""
