@@ -38,6 +38,19 @@ def natural_tensor(h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.fixture
+def no_inception_download(monkeypatch):
+    """Forbid fetching the InceptionV3 weights: set the package's SINDIFFUSION_NO_DOWNLOAD
+    switch, and fail the test (rather than download 100 MB) should the switch be ignored."""
+    from sindiffusion.metrics import backbones
+
+    def refuse(cache):
+        pytest.fail(f"tried to download the Inception weights into {cache}")
+
+    monkeypatch.setenv("SINDIFFUSION_NO_DOWNLOAD", "1")
+    monkeypatch.setattr(backbones, "_download_inception", refuse)
+
+
+@pytest.fixture
 def image_file(tmp_path):
     """Path to a 32x32 RGB PNG."""
     path = tmp_path / "tiny.png"

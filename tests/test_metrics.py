@@ -202,9 +202,9 @@ def test_inception_rejects_a_foreign_weights_file(tmp_path):
         inception_stem(tmp_path / "bad.pth")
 
 
+@pytest.mark.usefixtures("no_inception_download")  # with internet it would fetch them
 def test_missing_inception_weights_say_how_to_provide_them(monkeypatch, tmp_path, real):
     monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
-    monkeypatch.setenv("SINDIFFUSION_NO_DOWNLOAD", "1")  # with internet it would fetch them
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # an empty cache
     with pytest.raises(
         ValueError, match=f"--inception-weights PATH, set \\${INCEPTION_WEIGHTS_ENV}"

@@ -73,9 +73,9 @@ def test_fake_of_another_size_is_resized_with_a_warning(images, capsys):
     assert "lpips_e" in json.loads(captured.out)["metrics"]
 
 
+@pytest.mark.usefixtures("no_inception_download")  # with internet it would fetch them
 def test_inception_without_weights_is_a_one_line_error(images, capsys, monkeypatch, tmp_path):
     monkeypatch.delenv("SINDIFFUSION_INCEPTION_WEIGHTS", raising=False)
-    monkeypatch.setenv("SINDIFFUSION_NO_DOWNLOAD", "1")  # with internet it would fetch them
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # no cached weights
     assert main(["score", images["real"], images["a"], "--backbone", "inception"]) == 2
     err = capsys.readouterr().err
