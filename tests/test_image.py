@@ -70,7 +70,10 @@ def test_exif_orientation_is_applied(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     Image.fromarray(RGB).save(path, exif=exif)
-    assert load_image(path).shape == (3, 60, 40)
+    stored = np.asarray(Image.open(path).convert("RGB"))  # the JPEG's pixels as stored, 40x60
+    shown = np.ascontiguousarray(np.rot90(stored, k=-1))  # turned clockwise: 60 rows, 40 cols
+    # Not just the shape: a transpose or a turn the other way has it too.
+    assert torch.equal(load_image(path), pil_to_tensor(Image.fromarray(shown)))
 
 
 def test_max_size_shrinks_never_enlarges_and_rounds_to_multiple(tmp_path):
@@ -125,8 +128,19 @@ def test_save_image_is_atomic_and_leaves_no_temporary_files(tmp_path):
 
 
 def test_grid_places_images_in_rows():
-    grid = make_grid(torch.zeros(5, 3, 10, 12), nrow=3, pad=2)
+    # Five images of five greys (and a ramp inside each) on 2 rows of 3, row by row, 2 px apart
+    # on white; the sixth cell stays white.
+    ramp = torch.linspace(-0.1, 0.1, 12)
+    images = torch.linspace(-0.8, 0.8, 5)[:, None, None, None] + ramp.expand(5, 3, 10, 12)
+    grid = make_grid(images, nrow=3, pad=2)
     assert grid.shape == (3, 2 * 12 + 2, 3 * 14 + 2)
+    white = torch.ones_like(grid, dtype=torch.bool)
+    for i, image in enumerate(images):
+        row, col = divmod(i, 3)
+        y, x = 2 + row * 12, 2 + col * 14
+        assert torch.equal(grid[:, y : y + 10, x : x + 12], image), i
+        white[:, y : y + 10, x : x + 12] = False
+    assert (grid[white] == 1).all()
 
 
 def test_size_and_scale_parsing():
