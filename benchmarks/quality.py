@@ -112,6 +112,7 @@ COLUMNS = (
     ("copy_score", "copy ↓"),
     ("copy_32", "copy 32 ↓"),
     ("duplication", "dup. ↓"),
+    ("broken", "broken ↓"),
     ("train_steps", "train steps"),
     ("train_minutes", "train min"),
     ("sample_seconds", "s / sample"),

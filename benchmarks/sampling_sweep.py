@@ -5,10 +5,16 @@ without retraining (a setting is `config.sampling` changes; training stays as ca
         --set '{}' --set '{"candidates": 8}' --set '{"patch": {"prior": 0.04}}'
 
 For every run folder named by --images in the cache folder and every --set (a JSON object of
-`SamplingConfig` fields; "patch" takes `PatchConfig` fields), draws --k samples at the image's
+`SamplingConfig` fields, "patch" taking `PatchConfig` fields, or of the options a user passes
+to `sample`, e.g. {"variety": 0.5}), draws --k samples at the image's
 size (seed --seed, as the quality benchmark does: the empty setting reproduces its numbers),
-scores them against the Places50 image (SIFID-E, pixel diversity, copy scores), and prints a
-table of means; rows go to --jsonl. Only tune on the tune split (Places50 1-25, issue #28).
+scores them against the real image of --image-set (Places50 or LSUN), format-matched as the
+quality benchmark does (SIFID-E, pixel diversity, copy and structure scores), and prints a
+table of means; rows go to --jsonl. Only tune on a tune split (Places50 1-25, LSUN 25-37).
+
+    python3 benchmarks/sampling_sweep.py bench-out/cache/lsun/fast-5min --image-set lsun \
+        --images 25-37 --set '{}' --set '{"variation": 3}' --plot bench-out/lsun-frontier.png \
+        --baselines bench-out/lsun-tune/per_image.csv
 """
 
 from __future__ import annotations
@@ -21,22 +27,30 @@ import time
 from pathlib import Path
 
 import torch
-from quality import DEFAULT_DATA, list_images, parse_images
+from quality import SETS, list_images, parse_images
 
 from sindiffusion import SinDiffusion
 from sindiffusion.checkpoint import load_checkpoint
-from sindiffusion.config import PatchConfig
+from sindiffusion.config import PatchConfig, SamplingOptions
 from sindiffusion.image import from_uint8, load_image, to_uint8
-from sindiffusion.metrics import score
+from sindiffusion.metrics import jpeg_format, score
 from sindiffusion.report import markdown_table, mean_std
 
-KEYS = ("sifid_e", "pixel_diversity", "copy_score", "copy_32")
+KEYS = ("sifid_e", "pixel_diversity", "copy_score", "copy_32", "duplication", "broken")
+
+
+def split_setting(setting: dict) -> tuple[dict, dict]:
+    """(config changes, call options) of a setting: `SamplingOptions` fields are options
+    passed to `sample` (as a user passes them), the rest `SamplingConfig` fields."""
+    names = {f.name for f in dataclasses.fields(SamplingOptions)}
+    config = {k: v for k, v in setting.items() if k not in names}
+    return config, {k: v for k, v in setting.items() if k in names}
 
 
 def with_setting(ckpt, setting: dict):
-    """The checkpoint's config with `setting` applied to its sampling part."""
+    """The checkpoint's config with `setting`'s config changes applied to its sampling part."""
     sampling = ckpt.config.sampling
-    changes = dict(setting)
+    changes = split_setting(setting)[0]
     if "patch" in changes:
         changes["patch"] = dataclasses.replace(sampling.patch, **changes["patch"])
     config = dataclasses.replace(ckpt.config, sampling=dataclasses.replace(sampling, **changes))
@@ -48,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("cache", help="a folder of run folders named by image number")
     p.add_argument("--images", required=True, help="image numbers, e.g. 1-12 (tune split only)")
     p.add_argument("--set", action="append", default=[], help="a JSON object of sampling fields")
-    p.add_argument("--data", default=DEFAULT_DATA)
+    p.add_argument("--image-set", choices=sorted(SETS), default="places50")
+    p.add_argument("--data", help="the real images (default: the image set's)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
@@ -62,12 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     numbers = parse_images(args.images)
-    if any(n > 25 for n in numbers):
-        print("note: images above 25 are the report split; do not tune on them", file=sys.stderr)
+    image_set = SETS[args.image_set]
+    tune = set(parse_images(image_set.splits["tune"]))
+    if any(n not in tune for n in numbers):
+        print(f"note: only {image_set.splits['tune']} are the tune split", file=sys.stderr)
     settings = [json.loads(s) for s in (args.set or ["{}"])]
     for s in settings:
         PatchConfig(**s.get("patch", {}))  # a typo is an error before any sampling
-    files = list_images(Path(args.data), numbers)
+    files = list_images(Path(args.data or image_set.data), numbers)
     rows = []
     for setting in settings:
         per_image = []
@@ -76,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             real = load_image(path, max_size=ckpt.config.train.max_size)
             model = SinDiffusion.from_checkpoint(ckpt)
             t0 = time.perf_counter()
-            fakes = model.sample(n=args.k, size=tuple(real.shape[-2:]), seed=args.seed)
+            options = split_setting(setting)[1]
+            fakes = model.sample(n=args.k, size=tuple(real.shape[-2:]), seed=args.seed, **options)
             sec = (time.perf_counter() - t0) / args.k
-            scores = score(real, from_uint8(to_uint8(fakes)))
+            scores = score(real, from_uint8(to_uint8(fakes)), fake_format=jpeg_format(path))
             row = {"setting": setting, "image": path.stem, "steps": ckpt.step,
                    "sec_per_sample": sec, **{k: scores[k] for k in KEYS}}  # fmt: skip
             per_image.append(row)
@@ -96,13 +114,28 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(markdown_table(["setting", *KEYS, "s / sample", "lowest div."], rows, align="l"))
     if args.plot:
-        plot(args.jsonl, [json.dumps(s) for s in settings], numbers, args.plot, args.baselines)
+        plot(
+            args.jsonl,
+            [json.dumps(s) for s in settings],
+            numbers,
+            args.plot,
+            args.baselines,
+            args.image_set,
+        )
     return 0
 
 
-def plot(jsonl: str, settings: list[str], numbers: list[int], out: str, baselines: str | None):
-    """SIFID-E (mean over the images) against pixel diversity, one point per setting; the
-    baselines' SIFID-E (one output per image, so no diversity) as horizontal lines."""
+def plot(
+    jsonl: str,
+    settings: list[str],
+    numbers: list[int],
+    out: str,
+    baselines: str | None,
+    image_set: str = "places50",
+):
+    """SIFID-E (mean over the images) against pixel diversity, one point per setting; each
+    baseline a point where it has several samples per image (its diversity measured), else a
+    horizontal line."""
     import csv
 
     import matplotlib
@@ -127,19 +160,27 @@ def plot(jsonl: str, settings: list[str], numbers: list[int], out: str, baseline
                     xytext=(4, 3), textcoords="offset points")  # fmt: skip
     if baselines:
         table = list(csv.DictReader(open(baselines)))
-        for method, colour in (("singan", "#c0392b"), ("gpnn", "#27ae60"), ("gpdm", "#8e44ad")):
-            vals = [
-                float(r["sifid_e"]) for r in table if r["method"] == method and r["image"] in stems
-            ]
-            if len(vals) == len(stems):
-                mean = sum(vals) / len(vals)
+        colours = {"singan": "#c0392b", "consingan": "#d35400", "gpnn": "#27ae60",
+                   "gpdm": "#8e44ad"}  # fmt: skip
+        for method, colour in colours.items():
+            mine = [r for r in table if r["method"] == method and r["image"] in stems]
+            if len(mine) != len(stems):
+                continue
+            mean = sum(float(r["sifid_e"]) for r in mine) / len(mine)
+            divs = [float(r["pixel_diversity"]) for r in mine if r["pixel_diversity"]]
+            if len(divs) == len(mine):
+                ax.plot(sum(divs) / len(divs), mean, "s", color=colour)
+                ax.annotate(method, (sum(divs) / len(divs), mean), fontsize=8, color=colour,
+                            xytext=(4, -9), textcoords="offset points")  # fmt: skip
+            else:
                 ax.axhline(mean, color=colour, ls="--", lw=1)
                 ax.text(ax.get_xlim()[0], mean, f" {method} {mean:.1f} (diversity unknown)",
                         color=colour, fontsize=8, va="bottom")  # fmt: skip
     ax.axvline(0.45, color="grey", ls=":", lw=1)
     ax.set_xlabel("pixel diversity (10 samples) ↑")
     ax.set_ylabel("SIFID-E ↓")
-    ax.set_title(f"Fidelity against diversity, Places50 {min(numbers)}-{max(numbers)}", fontsize=10)
+    name = {"places50": "Places50", "lsun": "LSUN"}.get(image_set, image_set)
+    ax.set_title(f"Fidelity against diversity, {name} {min(numbers)}-{max(numbers)}", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

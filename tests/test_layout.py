@@ -340,3 +340,86 @@ def test_concurrent_calls_on_one_model_draw_what_they_draw_alone(hybrid_model):
     with ThreadPoolExecutor(2) as pool:
         together = list(pool.map(lambda s: model.sample(n=2, seed=s), (1, 2)))
     assert all(torch.equal(a, b) for a, b in zip(alone, together, strict=True))
+
+
+def test_start_from_begins_a_schedule_at_a_level_and_keeps_the_levels_below():
+    from sindiffusion.schedules import start_from
+
+    sigmas = torch.tensor([80.0, 5.0, 2.0, 0.7, 0.1, 0.0])
+    assert start_from(sigmas, 1.5).tolist() == pytest.approx([1.5, 0.7, 0.1, 0.0])
+    assert start_from(sigmas, 2.0).tolist() == pytest.approx([2.0, 0.7, 0.1, 0.0])
+    assert torch.equal(start_from(sigmas, 80.0), sigmas)
+
+
+def test_a_variation_redraws_the_training_image_more_freely_the_higher_it_starts(hybrid_model):
+    image = hybrid_model.image.float()
+    steps = []
+    near = variant(hybrid_model, variation=0.1)
+    low = near.sample(n=4, seed=0, callback=lambda i: steps.append(i))
+    high = variant(hybrid_model, variation=3.0).sample(n=4, seed=0)
+    free = hybrid_model.sample(n=4, seed=0)
+    assert low.shape == (4, 3, 32, 32) and low.min() >= -1 and low.max() <= 1
+    dist = [(x - image).abs().mean().item() for x in (low, high, free)]
+    assert dist[0] < 0.5 * dist[1] and dist[1] < dist[2], dist
+    assert torch.equal(low, near.sample(n=4, seed=0))  # seeded
+    assert 1 <= len(steps) < len(hybrid_model.sigmas()) - 1  # only the levels below 0.1 run
+    # Any size: the image is resized to it first.
+    assert near.sample(n=1, size=(32, 48), seed=0).shape == (1, 3, 32, 48)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(SinDiffusionError, match="variation"):
+            variant(hybrid_model, variation=bad).sample(n=1)
+
+
+def test_the_variety_dial_goes_from_a_variation_through_the_free_sample_to_a_wider_prior(
+    hybrid_model,
+):
+    from sindiffusion.sampling import VARIETY_SIGMA, VARIETY_SPREAD, variety_settings
+
+    top = float(hybrid_model.sigmas()[0])
+    assert variety_settings(0.0, top, 0.05) == (pytest.approx(VARIETY_SIGMA), 0.05)
+    assert variety_settings(0.5, top, 0.05)[0] == pytest.approx((VARIETY_SIGMA * top) ** 0.5)
+    assert variety_settings(1.0, top, 0.05) == (0.0, 0.05)
+    assert variety_settings(2.0, top, (0.02, 0.05)) == (
+        0.0,
+        pytest.approx((0.02 * VARIETY_SPREAD, 0.05 * VARIETY_SPREAD)),
+    )
+    # The dial is these settings: the same images as setting them directly.
+    sigma = variety_settings(0.4, top, None)[0]
+    assert torch.equal(
+        hybrid_model.sample(n=2, seed=1, variety=0.4),
+        variant(hybrid_model, variation=sigma).sample(n=2, seed=1),
+    )
+    assert torch.equal(
+        hybrid_model.sample(n=2, seed=1, variety=1), hybrid_model.sample(n=2, seed=1)
+    )
+    prior = hybrid_model.patch.cfg.prior
+    wide = hybrid_model.sample(n=2, seed=1, variety=1.5, candidates=1)
+    want = hybrid_model.sample(n=2, seed=1, prior=prior * VARIETY_SPREAD**0.5, candidates=1)
+    assert torch.equal(wide, want)
+    image = hybrid_model.image.float()
+    dist = [(hybrid_model.sample(n=4, seed=0, variety=v) - image).abs().mean().item()
+            for v in (0.0, 0.6, 1.0)]  # fmt: skip
+    assert dist[0] < dist[1] < dist[2], dist
+    for bad, match in ((2.5, "variety is 2.5"), (-0.1, "variety is -0.1")):
+        with pytest.raises(SinDiffusionError, match=match):
+            hybrid_model.sample(n=1, variety=bad)
+    with pytest.raises(SinDiffusionError, match="not both"):
+        hybrid_model.sample(n=1, variety=0.5, prior=0.1)
+    with pytest.raises(SinDiffusionError, match="no position prior"):
+        hybrid_model.with_patch(prior=None).sample(n=1, variety=1.5)
+
+
+def test_cli_variety_flag_matches_the_api(hybrid_model, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from sindiffusion.cli import main
+    from sindiffusion.image import to_uint8
+
+    hybrid_model.save(tmp_path / "run")
+    out = tmp_path / "var"
+    args = ["sample", str(tmp_path / "run"), "--n", "1", "--seed", "2", "--device", "cpu"]
+    assert main([*args, "--out", str(out), "--variety", "0.5"]) == 0
+    got = np.asarray(Image.open(out / "sample-000.png"))
+    want = to_uint8(hybrid_model.sample(n=1, seed=2, variety=0.5))[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(got, want)

@@ -15,6 +15,7 @@ from sindiffusion.errors import SinDiffusionError
 from sindiffusion.image import load_image
 from sindiffusion.metrics import (
     InceptionWeightsMissing,
+    broken_structure,
     copy_fraction,
     copy_score,
     duplication,
@@ -329,7 +330,15 @@ def test_copy_score_tolerates_slight_noise_but_not_a_regenerated_texture(real):
 
 def test_score_reports_every_metric_and_diversity_only_for_several_fakes(real):
     one = score(real, noisy(real, 0.1))
-    assert set(one) == {"sifid_e", "patch_nn", "patch_swd", "copy_score", "copy_32", "duplication"}
+    assert set(one) == {
+        "sifid_e",
+        "patch_nn",
+        "patch_swd",
+        "copy_score",
+        "copy_32",
+        "duplication",
+        "broken",
+    }
     two = score(real, torch.stack([noisy(real, 0.1, 1), noisy(real, 0.1, 2)]))
     assert set(two) == set(one) | {"pixel_diversity", "lpips_e"}
     assert all(isinstance(v, float) and np.isfinite(v) for v in two.values())
@@ -363,3 +372,21 @@ def test_duplication_finds_a_block_cloned_twice_and_not_the_image_itself():
     assert own == 0 and twice > 0.2  # measured 0.0 and 0.34
     flat = torch.zeros(1, 3, 64, 64)  # textureless: repeats everywhere, but nothing to count
     assert duplication(flat).item() == 0
+
+
+def test_broken_structure_is_zero_for_the_image_and_counts_pasted_and_shuffled_pieces():
+    image = natural_tensor(96, 128)
+    cloned = image.clone()  # the duplication test's image: a 48 px block pasted twice
+    cloned[:, 40:88, 70:118] = image[:, 0:48, 0:48]
+    cloned[:, 45:93, 5:53] = image[:, 0:48, 0:48]
+    tiles = image.unfold(1, 16, 16).unfold(2, 16, 16)  # (3, 6, 8, 16, 16)
+    order = torch.randperm(48, generator=torch.Generator().manual_seed(0))
+    shuffled = tiles.reshape(3, 48, 16, 16)[:, order].reshape(3, 6, 8, 16, 16)
+    shuffled = shuffled.permute(0, 1, 3, 2, 4).reshape(3, 96, 128)
+    blurred = F.avg_pool2d(image[None], 3, 1, 1, count_include_pad=False)[0]
+    own, pasted, tiled, soft = broken_structure(
+        image, torch.stack([image, cloned, shuffled, blurred])
+    ).tolist()
+    assert own == 0 and soft == 0  # the image, and a softer copy, keep every object
+    assert 0.1 < pasted < tiled  # measured 0.17 and 0.91
+    assert tiled > 0.5

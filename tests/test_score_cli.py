@@ -43,6 +43,7 @@ def test_json_of_the_real_image_against_itself(images, capsys):
         "copy_score",
         "copy_32",
         "duplication",
+        "broken",
     }
     assert abs(m["sifid_e"]) < 1e-3 and m["pixel_diversity"] == 0 and m["lpips_e"] == 0
     assert m["copy_score"] == 1.0 and m["copy_32"] > 0.9
@@ -51,7 +52,15 @@ def test_json_of_the_real_image_against_itself(images, capsys):
 def test_one_fake_has_no_diversity(images, capsys):
     assert main(["score", images["real"], images["a"], "--json"]) == 0
     m = json.loads(capsys.readouterr().out)["metrics"]
-    assert set(m) == {"sifid_e", "patch_nn", "patch_swd", "copy_score", "copy_32", "duplication"}
+    assert set(m) == {
+        "sifid_e",
+        "patch_nn",
+        "patch_swd",
+        "copy_score",
+        "copy_32",
+        "duplication",
+        "broken",
+    }
     assert m["sifid_e"] > 1 and m["copy_score"] < 0.05 and m["copy_32"] < 0.05
 
 

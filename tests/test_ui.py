@@ -39,14 +39,14 @@ CHROMIUM_ARGS = [
 
 
 # --- server-side checks, no browser --------------------------------------------------------------
-def test_the_layout_spread_field_is_checked_on_the_server():
-    from sindiffusion.ui.page import _spread
+def test_the_variety_field_is_checked_on_the_server():
+    from sindiffusion.ui.page import _variety
 
-    assert _spread(0) is None and _spread("") is None and _spread(None) is None  # the run's
-    assert _spread(0.1) == 0.1 and _spread("0.2") == 0.2
-    for bad in (-0.1, 0.25, "wide"):
-        with pytest.raises(SinDiffusionError, match="the layout spread must be"):
-            _spread(bad)
+    assert _variety(1) is None and _variety("") is None and _variety(None) is None  # the run's
+    assert _variety(0) == 0 and _variety(0.5) == 0.5 and _variety("2") == 2
+    for bad in (-0.1, 2.5, "wide"):
+        with pytest.raises(SinDiffusionError, match="the variety must be"):
+            _variety(bad)
 
 
 def test_a_page_others_can_reach_needs_a_login(tmp_path, monkeypatch, capsys):
@@ -350,20 +350,21 @@ def test_page_end_to_end(browser, server):
         "sample-003.png",
     ]
     assert Image.open(out / "sample-000.png").size == (64, 36)
-    # A wider layout spread: other layouts, in a folder of their own.
+    # The variety dial: the training image redrawn (0.2), in a folder of its own, closer to the
+    # image than the free sample; then back to the run's own.
     assert "layout spread 0.05" in page.inner_text("#run-info")
-    page.locator("#spread input[type=number]").fill("0.2")
-    page.locator("#spread input[type=number]").press("Enter")
+    page.locator("#variety input[type=number]").fill("0.2")
+    page.locator("#variety input[type=number]").press("Enter")
     page.click("#sample-btn")
-    spread = run / "samples" / "64x36-seed3-n4-spread0.2"
+    redrawn = run / "samples" / "64x36-seed3-n4-variety0.2"
     deadline = time.monotonic() + 30
-    while not (spread / "grid.png").exists():
+    while not (redrawn / "grid.png").exists():
         assert time.monotonic() < deadline, _toasts(page)
         time.sleep(0.2)
-    a, b = (np.asarray(Image.open(d / "sample-000.png")) for d in (out, spread))
+    a, b = (np.asarray(Image.open(d / "sample-000.png")) for d in (out, redrawn))
     assert a.shape == b.shape and not np.array_equal(a, b)
-    page.locator("#spread input[type=number]").fill("0")
-    page.locator("#spread input[type=number]").press("Enter")
+    page.locator("#variety input[type=number]").fill("1")
+    page.locator("#variety input[type=number]").press("Enter")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui-samples.png"), full_page=True)
 

@@ -191,6 +191,9 @@ class SamplingConfig:
     autoguidance_sigmas: tuple[float, float] = (0.04, 0.15)  # (low, high) sigmas guided
     tile: bool = False  # seamless: every call sees the canvas wrapped around (`tiling.Tiled`)
     mirror: str = ""  # symmetric along "x" (left-right), "y" (up-down) or "xy"; "" = free
+    variation: float = 0.0  # > 0: start from the training image noised to this sigma instead
+    # of from pure noise, so a sample is the same scene redrawn (about 0.3: the detail, 1: the
+    # objects' shapes, 3 and more: where they are); 0 = a free sample
 
     def __post_init__(self) -> None:
         self.shift = (float(self.shift[0]), float(self.shift[1]))
@@ -245,6 +248,14 @@ class SamplingOptions:
     tile: bool | None = _option("a seamless texture: the canvas wraps around", "flag")
     mirror: str | None = _option(
         "symmetric left-right (x), up-down (y) or both", "choice", choices=("x", "y", "xy")
+    )
+    variety: float | None = _option(
+        "one dial from the image redrawn to wild layouts: 0 keeps the image's layout and "
+        "redraws its detail, 0.5 moves its objects a little, 1 is the run's own free sample, 2 "
+        "the widest layouts",
+        "level",
+        metavar="V",
+        apps=False,
     )
     prior: float | tuple[float, float] | None = _option(
         "how far from its own place, in image sides (std; or a (vertical, horizontal) pair), "

@@ -37,6 +37,7 @@ from .sampling import (
     run_chunks,
     schedule,
     settings,
+    variety_settings,
 )
 from .unet import UNet, initial_weights
 
@@ -137,7 +138,8 @@ class SinDiffusion:
     def prepare(self, options: SamplingOptions | None = None) -> tuple[Parts, SamplingConfig]:
         """What one sampling call with `options` runs on: this model's parts, the layout
         stage's position prior replaced by `options.prior` when given, and the config's
-        sampling settings with the options applied (`sampling.settings`), checked.
+        sampling settings with the options applied (`sampling.settings`), checked;
+        `options.variety` sets the variation or widens the prior (`variety_settings`).
         Autoguidance asked for explicitly needs a weaker network; the config's is off
         without one."""
         options = options if options is not None else SamplingOptions()
@@ -152,13 +154,28 @@ class SinDiffusion:
                 )
             opts.autoguidance = 0.0
         parts = self.parts
-        if options.prior is not None:
+        prior = options.prior
+        if options.variety is not None:
+            if prior is not None:
+                raise SinDiffusionError(
+                    "give either variety (the one dial) or prior (the layout's spread), not both."
+                )
+            own = self.patch.cfg.prior if self.patch is not None else None
+            top = float(schedule(parts, opts)[0])
+            if options.variety > 1 and own is None:
+                raise SinDiffusionError(
+                    "this model's layout has no position prior to widen, so variety above 1 "
+                    "changes nothing; give 1 or less."
+                )
+            opts.variation, widened = variety_settings(options.variety, top, own)
+            prior = widened if widened != own else None
+        if prior is not None:
             if self.patch is None:
                 raise SinDiffusionError(
                     "this model has no closed-form layout stage (it samples with its network "
                     "alone), so a position prior changes nothing; leave prior unset."
                 )
-            parts = dataclasses.replace(parts, patch=self.patch.with_knobs(prior=options.prior))
+            parts = dataclasses.replace(parts, patch=self.patch.with_knobs(prior=prior))
         return parts, opts
 
     @property
@@ -201,7 +218,9 @@ class SinDiffusion:
         training image's); scale: (sy, sx) factors of the training size instead;
         options, or the same as keywords (`steps=12`, `sampler="heun"`, ...): the call's
         `SamplingOptions` (steps, sampler, candidates, renoise, autoguidance, tile, mirror,
-        prior; see its fields), None = the config's; seed or generator: the same seed and
+        variety, prior; see its fields), None = the config's; `variety` is the one dial from
+        the training image redrawn (0; resized to `size`) through the run's own samples (1) to
+        the widest layouts (2); seed or generator: the same seed and
         arguments give the same images; guide: a function wrapping the denoiser, e.g.
         `guidance.guide(class_name="volcano")`; callback(info) after every sampler step;
         progress: a progress bar.
@@ -231,14 +250,19 @@ class SinDiffusion:
 
     def _call(
         self, n, size, scale, options, seed, generator, guide, overrides
-    ) -> tuple[Plan, int, tuple[int, int], torch.Generator, torch.device]:
+    ) -> tuple[Plan, int, tuple[int, int], torch.Generator, torch.device, torch.Tensor | None]:
         """The positional arguments of `sampling.run` for one `sample` call: plan, n, (h, w),
-        generator, device."""
+        generator, device, start (the training image at (h, w) for a variation, else None)."""
         h, w = self.output_size(size, scale)
         parts, opts = self.prepare(SamplingOptions.of(options, **overrides))
         plan = build_plan(parts, opts, guide=guide)
         generator = generator if generator is not None else seeded(seed, self.device)
-        return plan, n, (h, w), generator, self.device
+        start = None
+        if opts.variation > 0:
+            image = self.image.float()
+            start = image if image.shape[-2:] == (h, w) else resize(image, (h, w), mode="bicubic")
+            start = start.clamp(-1, 1).to(self.device)
+        return plan, n, (h, w), generator, self.device, start
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write this model as a run folder; returns the checkpoint file's path."""

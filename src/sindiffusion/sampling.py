@@ -40,10 +40,17 @@ from .schedules import (
     sigma_range,
     split_sigmas,
     start_at,
+    start_from,
 )
 from .tiling import MIRRORS, Tiled, mirrored
 
 MAX_PIXELS_PER_BATCH = 1 << 20  # samples are drawn in chunks of about this many pixels
+# The variety dial (`variety`): below 1 a variation of the training image started at a noise
+# level from VARIETY_SIGMA (at 0) up to the schedule's top (at 1); above 1 the layout stage's
+# position prior widened up to VARIETY_SPREAD times (at 2).
+VARIETY_SIGMA = 0.1
+VARIETY_SPREAD = 6.0
+MAX_VARIETY = 2.0
 
 
 @dataclass(frozen=True)
@@ -99,10 +106,34 @@ class Plan:
         return sum(stage.steps for stage in self.stages)
 
 
+def variety_settings(
+    variety: float, top: float, prior: float | tuple[float, float] | None
+) -> tuple[float, float | tuple[float, float] | None]:
+    """(variation, prior) for the dial value `variety` in [0, MAX_VARIETY], given the top
+    noise level `top` of the model's schedule and its layout stage's position `prior`: below
+    1 a variation from sigma VARIETY_SIGMA * (top / VARIETY_SIGMA) ** variety and the prior
+    as it is; 1 the free sample (variation 0); above 1 the prior times
+    VARIETY_SPREAD ** (variety - 1)."""
+    if not 0 <= variety <= MAX_VARIETY:
+        raise SinDiffusionError(
+            f"variety is {variety:g}; give a value from 0 (the image redrawn) to {MAX_VARIETY:g} "
+            "(the widest layouts), 1 being the run's own samples."
+        )
+    if variety < 1:
+        return VARIETY_SIGMA * (top / VARIETY_SIGMA) ** variety, prior
+    if variety == 1 or prior is None:
+        return 0.0, prior
+    widen = VARIETY_SPREAD ** (variety - 1)
+    if isinstance(prior, tuple):
+        return 0.0, (prior[0] * widen, prior[1] * widen)
+    return 0.0, prior * widen
+
+
 def settings(config: SamplingConfig, options: SamplingOptions) -> SamplingConfig:
-    """`config` with the call's `options` that are set (all but `prior`, which is the patch
-    denoiser's), checked: a one-sentence `SinDiffusionError` for a setting no sampler runs."""
-    given = {k: v for k, v in options.given().items() if k != "prior"}
+    """`config` with the call's `options` that are set (all but `prior` and `variety`, which
+    `SinDiffusion.prepare` turns into the patch denoiser's prior and `variation`), checked: a
+    one-sentence `SinDiffusionError` for a setting no sampler runs."""
+    given = {k: v for k, v in options.given().items() if k not in ("prior", "variety")}
     opts = dataclasses.replace(config, **given)
     get_sampler(opts.sampler)  # an unknown name is a one-line error
     if not (isinstance(opts.steps, int) and opts.steps >= 1):
@@ -113,6 +144,10 @@ def settings(config: SamplingConfig, options: SamplingOptions) -> SamplingConfig
         raise SinDiffusionError(f"renoise must be 0 (off) or a positive sigma, got {opts.renoise}.")
     if not opts.autoguidance >= 0:
         raise SinDiffusionError(f"autoguidance must be 0 (off) or more, got {opts.autoguidance}.")
+    if not 0 <= opts.variation < float("inf"):
+        raise SinDiffusionError(
+            f"variation must be 0 (a free sample) or a positive noise level, got {opts.variation}."
+        )
     if opts.mirror not in MIRRORS:
         raise SinDiffusionError(f"mirror is {opts.mirror!r}; use x, y or xy (or nothing).")
     lo, hi = opts.autoguidance_sigmas
@@ -197,10 +232,15 @@ def build_plan(
     function it returns (as `guidance.guide` does) to keep one seeded sequence; known: (image
     (3, H, W), mask (H, W) bool, True = regenerate): keep the image outside the mask
     (`KnownRegion`, outermost); strength: start part-way down the schedule (`start_at`);
-    resample: (times, jump) of RePaint resampling of the network's sampler.
+    resample: (times, jump) of RePaint resampling of the network's sampler. A variation
+    (`opts.variation` > 0) starts at that level (`start_from`), with no random layout shift:
+    the run starts from an image, whose layout it keeps.
     """
     fn = resampled(get_sampler(opts.sampler), *resample)
-    sigmas = start_at(schedule(parts, opts), strength).to(parts.device)
+    sigmas = start_at(schedule(parts, opts), strength)
+    if opts.variation > 0:
+        sigmas = start_from(sigmas, opts.variation)
+    sigmas = sigmas.to(parts.device)
 
     def wrap(den: Denoise) -> Denoise:
         den = guide(den) if guide is not None else den
@@ -211,7 +251,7 @@ def build_plan(
         return Stage(den, levels, fn, resampled_steps(len(levels) - 1, *resample))
 
     kind = plan_kind(parts, opts, sigmas)
-    shift = opts.shift if parts.patch is not None else (0.0, 0.0)
+    shift = opts.shift if parts.patch is not None and not opts.variation else (0.0, 0.0)
     if kind is Kind.RENOISE:
         assert parts.patch is not None
         # The closed-form sampler draws whole images (from the start level down), which are

@@ -118,6 +118,16 @@ def start_at(sigmas: torch.Tensor, strength: float) -> torch.Tensor:
     return sigmas[len(sigmas) - 1 - k :]
 
 
+def start_from(sigmas: torch.Tensor, top: float) -> torch.Tensor:
+    """`sigmas` started at the level `top`: `top`, then the levels below it (then the final
+    0); unchanged when `top` is at or above its first level. A variation's schedule: its
+    steps are the ones the full schedule takes below `top`, plus the first one down to them."""
+    if top >= float(sigmas[0]):
+        return sigmas
+    below = sigmas[sigmas < top]
+    return torch.cat([sigmas.new_tensor([top]), below])
+
+
 def resampled_steps(steps: int, times: int, jump: int) -> int:
     """Sampler steps that `samplers.resampled(sampler, times, jump)` runs over `steps` levels:
     every stretch of `jump` steps `times` times, but the last stretch once."""

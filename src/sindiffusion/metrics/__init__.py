@@ -2,7 +2,7 @@
 
 `score(real, fakes)` computes them all; the modules hold the pieces: `backbones`
 (EfficientNet-Lite0, InceptionV3 stem), `sifid` (per-fake SIFID: `sifid.sifid`), `diversity`,
-`patches`, `structure` (seams, edge correlation), `formats` (format-matched scoring: a fake
+`patches`, `structure` (seams, edge correlation, broken objects), `formats` (format-matched scoring: a fake
 goes through the real file's own JPEG encoding), `evaluate` (`score`).
 """
 
@@ -24,6 +24,7 @@ from sindiffusion.metrics.patches import (
 )
 from sindiffusion.metrics.sifid import frechet_distance
 from sindiffusion.metrics.structure import (
+    broken_structure,
     edge_correlation,
     flicker,
     frame_change,
@@ -35,6 +36,7 @@ __all__ = [
     "METRICS",
     "InceptionWeightsMissing",
     "JpegFormat",
+    "broken_structure",
     "copy_fraction",
     "copy_score",
     "duplication",

@@ -21,6 +21,7 @@ from sindiffusion.metrics.patches import (
     patch_swd,
 )
 from sindiffusion.metrics.sifid import sifid
+from sindiffusion.metrics.structure import broken_structure
 
 # What each key of `score()` means; lower is better unless marked.
 METRICS = {
@@ -33,6 +34,8 @@ METRICS = {
     "copy_score": "fraction of the fake's textured area in 64x64 windows copied from the real",
     "copy_32": "fraction of the fake's pixels in 32x32 windows within RMS 0.02 of a real window",
     "duplication": "fraction of the fake's textured area repeated elsewhere in it (cloned regions)",
+    "broken": "fraction of the fake's structured quarter-size windows whose edges the real "
+    "image has nowhere (broken objects)",
 }
 
 
@@ -89,7 +92,7 @@ def score(
     Keys (see `METRICS`): "sifid_e" (backbone "efficientnet") or "sifid" (backbone "inception",
     needs `inception_weights` or $SINDIFFUSION_INCEPTION_WEIGHTS), "pixel_diversity" and
     "lpips_e" (only with N >= 2), "patch_nn", "patch_swd", "copy_score", "copy_32",
-    "duplication". Values are means over
+    "duplication", "broken". Values are means over
     the fakes. Backbones are built once per process and device, so repeated calls are cheap.
     fake_format: every fake goes through this JPEG encoding first (`formats.round_trip`;
     format-matched scoring: give the real file's own, `formats.jpeg_format(path)`).
@@ -120,4 +123,5 @@ def score(
     result["copy_score"] = copy_score(real, fakes, device=device).mean().item()
     result["copy_32"] = copy_fraction(real, fakes, device=device).mean().item()
     result["duplication"] = duplication(fakes, device=device).mean().item()
+    result["broken"] = broken_structure(real.cpu(), fakes.cpu()).mean().item()
     return result

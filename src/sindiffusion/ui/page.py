@@ -23,6 +23,7 @@ from ..errors import SinDiffusionError
 from ..guidance import CLIP_ENV, Guide, guide
 from ..image import IMAGE_SUFFIXES, MIN_SIDE, save_image, tensor_to_pil, write_samples
 from ..model import SinDiffusion
+from ..sampling import MAX_VARIETY
 from .runs import (
     MAX_UPLOAD_MB,
     PREVIEW_SECONDS,
@@ -38,7 +39,6 @@ MAX_SAMPLE_SIDE = 1024  # the page is for one laptop; bigger samples belong to t
 MAX_SAMPLES = 16
 MAX_REQUEST_PIXELS = 4 * 2**20  # one request's results, all n of them (16 samples of 512x512)
 QUEUE_SIZE = 32  # requests waiting at most, for all users; gradio refuses more at once
-MAX_SPREAD = 0.2  # the layout spread slider's end: beyond it layouts lose the scene
 CACHE_DIR = ".gradio"  # gradio's upload/download cache, inside the runs folder
 SIDES = ("left", "right", "top", "bottom")  # outpainting's sides, in the page's order
 
@@ -110,16 +110,16 @@ def _check_request(n: int, h: int, w: int) -> None:
         )
 
 
-def _spread(value: Any) -> float | None:
-    """The layout spread field: a position prior std in (0, MAX_SPREAD], or None for 0 (the
-    run's own); a one-sentence error otherwise."""
+def _variety(value: Any) -> float | None:
+    """The variety dial: a number in [0, MAX_VARIETY], or None for 1 (the run's own samples);
+    a one-sentence error otherwise."""
     try:
-        v = float(value or 0)
+        v = float(1 if value is None or value == "" else value)
     except (TypeError, ValueError):
-        raise SinDiffusionError("the layout spread must be a number.") from None
-    if not 0 <= v <= MAX_SPREAD:
-        raise SinDiffusionError(f"the layout spread must be between 0 and {MAX_SPREAD:g}.")
-    return v or None
+        raise SinDiffusionError("the variety must be a number.") from None
+    if not 0 <= v <= MAX_VARIETY:
+        raise SinDiffusionError(f"the variety must be between 0 and {MAX_VARIETY:g}.")
+    return None if v == 1 else v
 
 
 def build_app(
@@ -418,7 +418,7 @@ class _Page:
 
     # --- Samples -----------------------------------------------------------------------------
     def samples_tab(self, run, guide_fields: list) -> None:
-        """New samples of any size, with the layout spread dial."""
+        """New samples of any size, with the variety dial."""
         gr = self.gr
         with gr.Tab("Samples", elem_id="tab-samples"):
             with gr.Row():
@@ -427,11 +427,11 @@ class _Page:
                 count = gr.Slider(1, MAX_SAMPLES, value=4, step=1, label="samples")
                 seed = gr.Number(0, precision=0, label="seed", minimum=0)
             with gr.Row():
-                spread = gr.Slider(
-                    0, MAX_SPREAD, value=0, step=0.005, label="layout spread (0 = the run's)",
-                    info="how far the layout stage may move patches from their place: "
-                    "larger gives more varied, less faithful layouts",
-                    elem_id="spread",
+                variety = gr.Slider(
+                    0, MAX_VARIETY, value=1, step=0.05, label="variety (1 = the run's)",
+                    info="0 redraws the image's detail and keeps its layout, 0.5 moves its "
+                    "objects a little, 1 draws free samples, 2 the widest layouts",
+                    elem_id="variety",
                 )  # fmt: skip
             with gr.Row():
                 sample_btn = gr.Button("Generate", variant="primary", elem_id="sample-btn")
@@ -441,13 +441,13 @@ class _Page:
             )
         sample_btn.click(
             self.wired(self.make_samples),
-            [run, width, height, count, seed, spread, *guide_fields],
+            [run, width, height, count, seed, variety, *guide_fields],
             [gallery, grid_dl],
         )
 
     @_page_errors
     def make_samples(
-        self, name, width, height, n, seed, spread, cls, text, scale, request=None, progress=None
+        self, name, width, height, n, seed, variety, cls, text, scale, request=None, progress=None
     ):
         """New samples of the run at the asked size, written under its samples folder."""
         store = self.runs(request)
@@ -462,13 +462,13 @@ class _Page:
         n = _whole(n, "the number of samples", 1, MAX_SAMPLES)
         _check_request(n, h, w)
         seed = _whole(seed, "the seed", 0, 2**31 - 1)
-        prior = _spread(spread)
+        dial = _variety(variety)
         steer, tag = guided(model, cls, text, scale, seed)
         images = model.sample(
-            n=n, size=(h, w), seed=seed, options=SamplingOptions(prior=prior), guide=steer,
+            n=n, size=(h, w), seed=seed, options=SamplingOptions(variety=dial), guide=steer,
             callback=_ticker(progress, n, model),
         )  # fmt: skip
-        tag = (f"-spread{prior:g}" if prior else "") + tag
+        tag = (f"-variety{dial:g}" if dial is not None else "") + tag
         out = store.path(name) / "samples" / f"{w}x{h}-seed{seed}-n{n}{tag}"
         return _write_gallery(images, out)
 
