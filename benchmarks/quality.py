@@ -100,6 +100,7 @@ DEFAULT_BASELINES = SETS["places50"].baselines
 DEFAULT_COMPARE = SETS["places50"].compare
 CONTACT_SAMPLES = 3  # our samples per contact-sheet row
 DIVERSITY_FLOOR = 0.35  # issue #28's per-image pixel diversity target
+METRICS_VERSION = 2  # raised when `score` gains a metric, so cached scores are recomputed
 
 # Table columns: (key, header); arrows say which direction is better.
 COLUMNS = (
@@ -416,7 +417,8 @@ def score_method(
         record = json.loads(record_file.read_text())
         now = method.fingerprint(stem) if method.fingerprint else None
         cached = (record.get("k"), record.get("size"), record.get("fingerprint"))
-        if cached == (method.k, list(real.shape[-2:]), now) and record.get("format") == str(fmt):
+        same_scoring = record.get("format") == str(fmt) and record.get("metrics") == METRICS_VERSION
+        if cached == (method.k, list(real.shape[-2:]), now) and same_scoring:
             return record
     fakes, extra = method.fakes(stem, path, real)
     if fakes is None:
@@ -430,6 +432,7 @@ def score_method(
     )  # fmt: skip
     record = {
         "format": str(fmt),
+        "metrics": METRICS_VERSION,
         "method": method.name,
         "image": stem,
         "n_fakes": int(fakes.shape[0]),
