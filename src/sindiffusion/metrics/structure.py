@@ -37,14 +37,19 @@ def tile_seam_score(image: torch.Tensor) -> float:
     return (seam_score(tiled, rows) + seam_score(tiled, cols)) / 2
 
 
+def _sobel(grey: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal and vertical Sobel gradients of grey (N, 1, H, W), edges replicated."""
+    kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]])[None, None] / 8
+    padded = F.pad(grey, (1, 1, 1, 1), mode="replicate")
+    return F.conv2d(padded, kx), F.conv2d(padded, kx.transpose(-1, -2))
+
+
 def _edges(x: torch.Tensor) -> torch.Tensor:
     """Gradient magnitude (H/2, W/2) of the greyscale of x (3, H, W), at half size (the
     structure, not the fine texture)."""
     grey = x.float().mean(0, keepdim=True)[None]
     grey = F.avg_pool2d(grey, 2) if min(grey.shape[-2:]) >= 8 else grey
-    kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]])[None, None] / 8
-    gx = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kx)
-    gy = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), kx.transpose(-1, -2))
+    gx, gy = _sobel(grey)
     return (gx.square() + gy.square()).sqrt()[0, 0]
 
 
@@ -85,9 +90,7 @@ def _gradients(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     grey = F.interpolate(grey, size=size, mode="area" if grey.shape[-1] > size[1] else "bilinear")
     blur = torch.tensor([1.0, 2.0, 1.0]) / 4
     grey = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), (blur[:, None] * blur)[None, None])
-    kx = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]])[None, None] / 8
-    padded = F.pad(grey, (1, 1, 1, 1), mode="replicate")
-    return torch.cat([F.conv2d(padded, kx), F.conv2d(padded, kx.transpose(-1, -2))], 1)
+    return torch.cat(_sobel(grey), 1)
 
 
 def _window_distance(queries: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
@@ -95,13 +98,12 @@ def _window_distance(queries: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
     (R, D): |a - b|² / (|a|² + |b|² + eps), 0 for equal edges, 1 for orthogonal ones, 2 for
     opposite ones; two flat windows are close (eps keeps them from dividing 0 by 0)."""
     eps = 1e-3 * queries.shape[1] * (0.01**2)  # a gradient of 0.01 per pixel counts as flat
-    qq, rr = queries.pow(2).sum(1, keepdim=True), refs.pow(2).sum(1)
+    qq = queries.pow(2).sum(1, keepdim=True)
     best = torch.full((queries.shape[0],), float("inf"))
     for chunk in refs.split(4096):
         cc = chunk.pow(2).sum(1)
         d = (qq + cc - 2 * queries @ chunk.T) / (qq + cc + eps)
         best = torch.minimum(best, d.min(1).values.clamp_min(0))
-    del rr
     return best
 
 
