@@ -5,6 +5,7 @@ checks (run names, uploads, painted masks) without a browser."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import shutil
@@ -241,14 +242,11 @@ def browser():
         b.close()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    pytest.importorskip("gradio", reason="the web page needs gradio (pip install gradio)")
-    tmp = tmp_path_factory.mktemp("ui")
+@contextlib.contextmanager
+def _ui_server(tmp: Path, cfg, *args: str):
+    """`sindiffusion ui` in a subprocess on a free port, working in `tmp`, with the config
+    `cfg`; yields its address."""
     config = tmp / "tiny.json"
-    cfg = tiny_config(steps=40, max_size=48)
-    # With the closed-form layout stage, as the fast preset samples, so the layout spread acts.
-    cfg.sampling.hybrid_sigma, cfg.sampling.sampler, cfg.sampling.steps = 0.7, "heun", 6
     config.write_text(cfg.to_json())
     port = _free_port()
     env = dict(
@@ -260,27 +258,37 @@ def server(tmp_path_factory):
     )
     log = open(tmp / "server.log", "w")  # noqa: SIM115 (closed below)
     cmd = [sys.executable, "-m", "sindiffusion", "ui", "--port", str(port), "--runs", "runs"]
-    cmd += ["--max-upload-mb", "1"]
-    proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([*cmd, *args], cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log.close()
-                pytest.fail("the ui server did not start:\n" + (tmp / "server.log").read_text())
-            time.sleep(0.3)
-    yield url, tmp
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("the ui server did not start:\n" + (tmp / "server.log").read_text())
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    pytest.importorskip("gradio", reason="the web page needs gradio (pip install gradio)")
+    tmp = tmp_path_factory.mktemp("ui")
+    cfg = tiny_config(steps=40, max_size=48)
+    # With the closed-form layout stage, as the fast preset samples, so the variety dial acts.
+    cfg.sampling.hybrid_sigma, cfg.sampling.sampler, cfg.sampling.steps = 0.7, "heun", 6
+    with _ui_server(tmp, cfg, "--max-upload-mb", "1") as url:
+        yield url, tmp
 
 
 def _toasts(page) -> str:
@@ -352,7 +360,7 @@ def test_page_end_to_end(browser, server):
     assert Image.open(out / "sample-000.png").size == (64, 36)
     # The variety dial: the training image redrawn (0.2), in a folder of its own, closer to the
     # image than the free sample; then back to the run's own.
-    assert "layout spread 0.05" in page.inner_text("#run-info")
+    assert "position prior 0.05" in page.inner_text("#run-info")
     page.locator("#variety input[type=number]").fill("0.2")
     page.locator("#variety input[type=number]").press("Enter")
     page.click("#sample-btn")
@@ -425,6 +433,75 @@ def test_page_end_to_end(browser, server):
     assert sorted(p.name for p in tmp.iterdir()) == ["files", "runs", "server.log", "tiny.json"]
     page.close()
     print(f"screenshots: {ARTIFACTS}/ui-samples.png, ui-inpaint.png")
+
+
+def _log_in(browser, url: str, user: str, password: str):
+    """A fresh browser session (its own cookies) logged in as `user`; returns its page."""
+    page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.get_by_label("username").fill(user)
+    page.get_by_label("password").fill(password)
+    page.get_by_role("button", name="Login").click()
+    page.wait_for_selector("#train-btn")
+    return page
+
+
+def _run_choices(page) -> list[str]:
+    """The names in the page's run list (opened, read, closed)."""
+    page.locator("#run input").click()
+    names = page.locator("ul[role=listbox] li").all_inner_texts()
+    page.keyboard.press("Escape")
+    return [n.strip().split("\n")[-1] for n in names if n.strip()]  # after a "✓" mark
+
+
+@pytest.mark.slow
+def test_two_logins_cannot_see_or_stop_each_others_runs(browser, tmp_path):
+    """A page with logins, as one started with `--auth-file` to be shared: each browser session
+    logs in, sees only its own runs, and one's Stop button does not end the other's training."""
+    pytest.importorskip("gradio", reason="the web page needs gradio (pip install gradio)")
+    (tmp_path / "logins.txt").write_text("ana:first-pass\nbo:second-pass\n")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(natural_like(36, 48, seed=2)).save(photo)
+    cfg = tiny_config(steps=100_000, max_size=48)  # trains until stopped
+    with _ui_server(tmp_path, cfg, "--auth-file", "logins.txt") as url:
+        # A wrong password does not open the page.
+        page = browser.new_context().new_page()
+        page.goto(url)
+        page.get_by_label("username").fill("ana")
+        page.get_by_label("password").fill("bo's guess")
+        page.get_by_role("button", name="Login").click()
+        page.wait_for_selector("text=Incorrect Credentials")
+        assert page.locator("#train-btn").count() == 0
+        page.context.close()
+
+        ana = _log_in(browser, url, "ana", "first-pass")
+        ana.locator("#upload input[type=file]").set_input_files(photo)
+        ana.wait_for_selector("#train-image img")
+        ana.click("#train-btn")
+        ana.wait_for_function(
+            "/training · step [1-9]/.test(document.querySelector('#train-status').innerText)"
+        )
+
+        bo = _log_in(browser, url, "bo", "second-pass")
+        assert _run_choices(bo) == []  # ana's run is not in bo's list
+        bo.click("#stop-btn")  # bo's Stop ...
+        time.sleep(3)
+        status = ana.inner_text("#train-status")
+        assert status.startswith("training"), status  # ... does not end ana's training
+        runs = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
+        assert len(runs) == 1 and (runs[0] / ".owner").is_file()
+
+        ana.click("#stop-btn")  # ana's own Stop does
+        ana.wait_for_function("/stopped/.test(document.querySelector('#train-status').innerText)")
+        assert _run_choices(ana) == [runs[0].name]
+        bo.reload()
+        bo.wait_for_selector("#train-btn")
+        assert _run_choices(bo) == []
+        ARTIFACTS.mkdir(exist_ok=True)
+        ana.screenshot(path=str(ARTIFACTS / "ui-login-ana.png"))
+        for page in (ana, bo):
+            page.context.close()
 
 
 def test_ui_without_gradio_says_how_to_install(tmp_path, monkeypatch, capsys):
