@@ -308,15 +308,18 @@ def _folder_method(name: str, folder: Path) -> Method:
     return Method(name=name, key=name, fakes=fakes, samples_dir=folder)
 
 
-def _sampled_method(name: str, key: str, out: Path, k: int, seed: int, model_for) -> Method:
-    """A method that draws `k` samples per image from `model_for(stem, path, real)`, timed,
-    and keeps them as PNGs in out/samples/<key>/<stem>/."""
+def _sampled_method(
+    name: str, key: str, out: Path, k: int, seed: int, model_for, **options
+) -> Method:
+    """A method that draws `k` samples per image from `model_for(stem, path, real)` (with the
+    sampling `options` of `SinDiffusion.sample`), timed, and keeps them as PNGs in
+    out/samples/<key>/<stem>/."""
     folder = out / "samples" / key
 
     def fakes(stem: str, path: Path, real: torch.Tensor):
         model, extra = model_for(stem, path, real)
         t0 = time.perf_counter()
-        samples = model.sample(n=k, size=tuple(real.shape[-2:]), seed=seed)
+        samples = model.sample(n=k, size=tuple(real.shape[-2:]), seed=seed, **options)
         extra["sample_seconds"] = (time.perf_counter() - t0) / k
         d = folder / stem
         for old in d.glob("sample-*.png"):
@@ -358,9 +361,14 @@ def build_methods(args: argparse.Namespace) -> list[Method]:
         status, ckpt = run_status(cache / run_tag / stem, config, minutes, args.steps)
         return run_fingerprint(ckpt) if status == "finished" else status
 
-    label = f"ours ({args.preset}, {_budget_label(args)})"
-    methods = [_sampled_method(label, f"ours-{run_tag}", out, args.k, args.seed, ours)]
-    methods[0].fingerprint = fingerprint
+    methods = []
+    for variety in args.variety or [None]:
+        label, key, dial = f"ours ({args.preset}, {_budget_label(args)})", f"ours-{run_tag}", {}
+        if variety is not None:  # the same runs, sampled at another setting of the dial
+            label = f"{label[:-1]}, variety {variety:g})"
+            key, dial = f"{key}-variety{variety:g}", {"variety": variety}
+        methods.append(_sampled_method(label, key, out, args.k, args.seed, ours, **dial))
+        methods[-1].fingerprint = fingerprint
     if args.zero_training:
 
         def zero(stem: str, path: Path, real: torch.Tensor):
@@ -666,6 +674,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--k", type=_positive_int, default=10, help="our samples per image (default 10)")
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed (default 0)")
+    p.add_argument(
+        "--variety",
+        type=float,
+        action="append",
+        help="our samples at this setting of the variety dial (0 the image redrawn, 1 the "
+        "run's own samples, 2 the widest layouts), a row each, from the same trained runs "
+        "(repeatable; default: the preset's samples)",
+    )
     p.add_argument(
         "--max-size",
         type=_positive_int,

@@ -146,6 +146,7 @@ def plot(
     stems = {str(n) for n in numbers}
     rows = [json.loads(line) for line in Path(jsonl).read_text().splitlines()]
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    dial = []  # (variety, x, y) of the settings that are only a variety: one curve
     for name in settings:
         mine = {
             r["image"]: r for r in rows if json.dumps(r["setting"]) == name and r["image"] in stems
@@ -155,9 +156,18 @@ def plot(
         x = sum(r["pixel_diversity"] for r in mine.values()) / len(mine)
         y = sum(r["sifid_e"] for r in mine.values()) / len(mine)
         ax.plot(x, y, "o", color="#3a5a8c")
-        label = "the preset as it is" if name == "{}" else name
+        setting = json.loads(name)
+        if list(setting) == ["variety"]:
+            dial.append((setting["variety"], x, y))
+            label = f"variety {setting['variety']:g}"
+        else:
+            label = "the preset as it is" if name == "{}" else name
         ax.annotate(label if len(label) < 40 else label[:37] + "...", (x, y), fontsize=7,
                     xytext=(4, 3), textcoords="offset points")  # fmt: skip
+    if len(dial) > 1:
+        _, xs, ys = zip(*sorted(dial), strict=True)
+        ax.plot(xs, ys, "-", color="#3a5a8c", lw=1, label="ours along the variety dial")
+        ax.legend(fontsize=8, loc="upper left")
     if baselines:
         table = list(csv.DictReader(open(baselines)))
         colours = {"singan": "#c0392b", "consingan": "#d35400", "gpnn": "#27ae60",

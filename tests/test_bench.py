@@ -135,6 +135,25 @@ def test_end_to_end_tiny_run_resumes_from_cache(tmp_path, capsys):
     assert "format-matched" in table
 
 
+def test_variety_rows_sample_the_same_runs_at_each_setting(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.fromarray(natural_like(40, 48, seed=3)).save(data / "1.jpg")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = [str(data), "--steps", "2", "--k", "2", "--out", str(out), "--cache", str(cache),
+            "--no-compare", "--quiet", "--variety", "0", "--variety", "1"]  # fmt: skip
+    assert main(args) == 0
+    table = (out / "table.md").read_text()
+    assert "| ours (fast, 2 steps, variety 0) | 1 |" in table
+    assert "| ours (fast, 2 steps, variety 1) | 1 |" in table
+    assert [p.name for p in (cache / "fast-2steps").iterdir()] == ["1"]  # trained once
+    rows = {r["method"]: r for r in csv.DictReader((out / "per_image.csv").open())}
+    redrawn, free = (rows[f"ours (fast, 2 steps, variety {v})"] for v in (0, 1))
+    # Variety 0 keeps the image's layout: its samples differ less from each other.
+    assert float(redrawn["pixel_diversity"]) < float(free["pixel_diversity"])
+    assert main([*args[:-4], "--variety", "-1"]) == 1  # off the dial: one line, no traceback
+
+
 def test_a_methods_outputs_are_one_per_image_or_several(tmp_path):
     for name in ("3.png", "4_0.jpg", "4_1.jpg", "4_10.jpg", "4_x.jpg", "40.jpg", "4_2.txt"):
         (tmp_path / name).write_bytes(b"")
