@@ -55,15 +55,15 @@ def test_pinned_ancestral_ddpm_sample(tiny_model):
 
 def test_pinned_fast_preset_sample(fast_model):
     x = fast_model.sample(n=1, seed=0)
-    close(x[0, :, 12, 8:12], [0.2892, 0.2668, 0.3234, 0.2826, 0.3411, 0.3774,
-                              0.4285, 0.3651, 0.3693, 0.3927, 0.4085, 0.3348])  # fmt: skip
+    close(x[0, :, 12, 8:12], [0.2797, 0.2551, 0.3123, 0.2747, 0.3404, 0.3766,
+                              0.4286, 0.3675, 0.3702, 0.3933, 0.4087, 0.3370])  # fmt: skip
 
 
 def test_pinned_outpaint_with_candidates_and_autoguidance(fast_model):
     x = apps.outpaint(fast_model, extend={"right": 16}, n=1, seed=0, candidates=3,
                       autoguidance=0.3)  # fmt: skip
-    close(x[0, :, 12, 34:38], [-0.4239, -0.0091, 0.1701, 0.0450, -0.2523, -0.0003,
-                               0.2833, 0.0906, -0.2751, -0.0703, 0.3166, -0.0378])  # fmt: skip
+    close(x[0, :, 12, 34:38], [-0.4095, -0.0136, 0.1424, 0.0294, -0.2338, 0.0035,
+                               0.2656, 0.1012, -0.2529, -0.0493, 0.3184, 0.0012])  # fmt: skip
 
 
 def test_pinned_patch_denoiser():

@@ -492,7 +492,8 @@ def fast_preset(minutes: float | None = None) -> Config:
             hybrid_steps=5,  # few layout levels: more varied layouts, worth choosing among
             candidates=4,
             shift=(0.03, 0.12),  # a scene moves sideways more than up and down
-            patch=PatchConfig(prior=0.035, topk=1),  # a tight prior, unblended patches
+            # A tight prior, unblended 11 px patches: whole regions move, not 7 px fragments.
+            patch=PatchConfig(patch_size=11, stride=6, prior=0.035, topk=1),
             autoguidance=0.3,  # away from the generic starting weights
         ),
         train=TrainConfig(
