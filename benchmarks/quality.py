@@ -9,6 +9,8 @@ per image, `n.png` beside `n.jpg`) the same way. Writes to the output folder:
 - ``diversity.png``: our per-image pixel diversity against the image's texture share (the
   diversity that redrawing only detail finer than 8 px would give; see `texture_share`);
 - ``contact.png``: one row per image: real | 3 of our samples | each comparison method;
+- ``frontier.png``: with several `--variety` rows, mean SIFID-E against diversity, ours a
+  curve along the dial, the baselines with measured diversity points;
 - ``scores/``: one JSON per (method, image), so an interrupted run resumes where it stopped;
 - ``samples/``: our samples as PNGs.
 
@@ -503,6 +505,8 @@ def run(args: argparse.Namespace) -> int:
     wrote = [out / "table.md", out / "per_image.csv", out / "contact.png"]
     if plot_diversity(records, shares, out / "diversity.png"):
         wrote.append(out / "diversity.png")
+    if plot_frontier(records, out / "frontier.png"):
+        wrote.append(out / "frontier.png")
     print(table)
     print(f"wrote {', '.join(map(str, wrote))}")
     return 0
@@ -601,6 +605,43 @@ def plot_diversity(
     ax.set_ylim(0, max(0.8, 1.1 * highest))
     ax.set_xlabel("texture share of the image (detail finer than 8 px)")
     ax.set_ylabel("pixel diversity of our samples ↑")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+    return True
+
+
+def plot_frontier(records: dict[str, dict[str, dict]], path: Path) -> bool:
+    """Draw mean SIFID-E against mean pixel diversity into `path` (PNG): our rows as one curve
+    (the settings of the variety dial, `--variety`, labelled), every other method with a
+    measured diversity as a point; False (nothing drawn) without two of our rows."""
+    divs = _diversities(records)
+    points = {}
+    for name, per_image in divs.items():
+        fids = [
+            r["scores"].get("sifid_e", r["scores"].get("sifid")) for r in records[name].values()
+        ]
+        points[name] = (sum(per_image.values()) / len(per_image), sum(fids) / len(fids))
+    ours = sorted((xy, n) for n, xy in points.items() if n.startswith("ours"))
+    if len(ours) < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.plot([x for (x, _), _ in ours], [y for (_, y), _ in ours], "o-", color="#3a5a8c",
+            label="ours along the variety dial")  # fmt: skip
+    for (x, y), name in ours:
+        label = name.rsplit(", ", 1)[-1].rstrip(")") if "variety" in name else name
+        ax.annotate(label, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    for name, (x, y) in points.items():
+        if not name.startswith("ours"):
+            ax.plot(x, y, "s", ms=7, label=name)
+    ax.set_xlabel("pixel diversity ↑")
+    ax.set_ylabel("SIFID-E ↓ (mean over images)")
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))

@@ -147,6 +147,7 @@ def test_variety_rows_sample_the_same_runs_at_each_setting(tmp_path):
     assert "| ours (fast, 2 steps, variety 0) | 1 |" in table
     assert "| ours (fast, 2 steps, variety 1) | 1 |" in table
     assert [p.name for p in (cache / "fast-2steps").iterdir()] == ["1"]  # trained once
+    assert Image.open(out / "frontier.png").size == (650, 450)  # the dial's curve
     rows = {r["method"]: r for r in csv.DictReader((out / "per_image.csv").open())}
     redrawn, free = (rows[f"ours (fast, 2 steps, variety {v})"] for v in (0, 1))
     # Variety 0 keeps the image's layout: its samples differ less from each other.
