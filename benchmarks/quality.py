@@ -577,6 +577,15 @@ def diversity_section(records: dict[str, dict[str, dict]], shares: dict[str, flo
     return "\n" + "\n\n".join(parts) + "\n" if parts else ""
 
 
+def _save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure to `path` as PNG (atomically) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
 def plot_diversity(
     records: dict[str, dict[str, dict]], shares: dict[str, float], path: Path
 ) -> bool:
@@ -606,9 +615,7 @@ def plot_diversity(
     ax.set_xlabel("texture share of the image (detail finer than 8 px)")
     ax.set_ylabel("pixel diversity of our samples ↑")
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+    _save_figure(fig, path)
     return True
 
 
@@ -643,9 +650,7 @@ def plot_frontier(records: dict[str, dict[str, dict]], path: Path) -> bool:
     ax.set_xlabel("pixel diversity ↑")
     ax.set_ylabel("SIFID-E ↓ (mean over images)")
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+    _save_figure(fig, path)
     return True
 
 
