@@ -7,7 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from sindiffusion.config import Config, DiffusionConfig, ModelConfig, SamplingConfig, TrainConfig
+from sindiffusion.config import (
+    Config,
+    DiffusionConfig,
+    ModelConfig,
+    PatchConfig,
+    SamplingConfig,
+    TrainConfig,
+)
 
 # Tiny networks gain nothing from a second thread, and one thread keeps timings steady when
 # the machine is shared.
@@ -58,6 +65,11 @@ def image_file(tmp_path):
     return path
 
 
+# The patch denoiser's knobs in proportion to the tests' 24-48 px images (the defaults' 15-19 px
+# patches are for 250 px ones and would cover most of a tiny image).
+SMALL_PATCHES = {"patch_size": 7, "stride": 4, "topk": 8}
+
+
 def tiny_config(**train) -> Config:
     """A UNet with a few thousand parameters, fp32, fast checkpoints: for tests only."""
     t = dict(
@@ -75,7 +87,7 @@ def tiny_config(**train) -> Config:
         preset="tiny",
         model=ModelConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, groups=4),
         diffusion=DiffusionConfig(parameterization="edm"),
-        sampling=SamplingConfig(sampler="dpmpp_2m", steps=4),
+        sampling=SamplingConfig(sampler="dpmpp_2m", steps=4, patch=PatchConfig(**SMALL_PATCHES)),
         train=TrainConfig(**t),
     )
 

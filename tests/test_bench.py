@@ -182,3 +182,35 @@ def test_cached_runs_take_new_sampling_settings_without_retraining(tmp_path):
     training = copy.deepcopy(cfg)
     training.diffusion.p_mean = -2.0
     assert run_status(Path(tmp_path / "run"), training, None, 2)[0] == "stale"
+
+
+def test_zero_training_benchmark_scores_format_matched_beside_the_baselines(tmp_path, capsys):
+    import importlib.util
+    import sys
+
+    from conftest import SMALL_PATCHES
+
+    sys.path.insert(0, str(BENCH.parent))  # it imports the quality benchmark's helpers
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "zero_benchmark", BENCH.parent / "zero_training.py"
+        )
+        zero = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(zero)
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    data, base = tmp_path / "data", tmp_path / "base"
+    data.mkdir()
+    (base / "gpnn").mkdir(parents=True)
+    for n in (1, 2):
+        Image.fromarray(natural_like(48, 64, seed=n)).save(data / f"{n}.jpg")
+    Image.fromarray(natural_like(48, 64, seed=9)).save(base / "gpnn" / "1.png")  # none for 2
+    out = tmp_path / "out"
+    args = ["--data", str(data), "--baselines", str(base), "--images", "1-2", "--k", "2",
+            "--large", "0", "--out", str(out), "--knobs", json.dumps(SMALL_PATCHES)]  # fmt: skip
+    assert zero.main(args) == 0
+    table = (out / "table.md").read_text()
+    assert "| zero-training | 2 |" in table and "| gpnn | 1 |" in table
+    assert "fakes format-matched" in table and '"patch_size": 7' in table
+    assert len(list((out / "samples" / "1").glob("sample-*.png"))) == 2
+    assert Image.open(out / "contact.png").size[1] > 2 * 48

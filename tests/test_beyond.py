@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import natural_like, natural_tensor, tiny_config
+from conftest import SMALL_PATCHES, natural_like, natural_tensor, tiny_config
 from PIL import Image
 
 import sindiffusion
@@ -28,7 +28,7 @@ def hybrid():
 
 @pytest.fixture(scope="module")
 def zero():
-    return sindiffusion.zero_training(natural_tensor(32, 48, seed=3), steps=8)
+    return sindiffusion.zero_training(natural_tensor(32, 48, seed=3), steps=8, **SMALL_PATCHES)
 
 
 def test_the_tiled_wrapper_shows_the_denoiser_a_wrapped_canvas():

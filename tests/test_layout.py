@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import natural_tensor, tiny_config
+from conftest import SMALL_PATCHES, natural_tensor, tiny_config
 
 import sindiffusion
 from sindiffusion import SinDiffusion
@@ -182,9 +182,15 @@ def test_cli_renoise_flag_matches_the_api(hybrid_model, tmp_path, capsys):
 def test_the_patch_settings_reach_the_closed_form_denoiser_and_change_the_layouts(hybrid_model):
     from sindiffusion.config import PatchConfig
 
-    assert hybrid_model.patch.cfg == hybrid_model.config.sampling.patch == PatchConfig()
-    blended = variant(hybrid_model, patch=PatchConfig(prior=0.03, topk=8))
-    nearest = variant(hybrid_model, patch=PatchConfig(prior=0.03, topk=1))
+    assert (
+        hybrid_model.patch.cfg == hybrid_model.config.sampling.patch == PatchConfig(**SMALL_PATCHES)
+    )
+    blended = variant(
+        hybrid_model, patch=PatchConfig(**{**SMALL_PATCHES, "prior": 0.03, "topk": 8})
+    )
+    nearest = variant(
+        hybrid_model, patch=PatchConfig(**{**SMALL_PATCHES, "prior": 0.03, "topk": 1})
+    )
     assert (blended.patch.cfg.prior, blended.patch.cfg.topk, nearest.patch.cfg.topk) == (0.03, 8, 1)
     a, b = blended.sample(n=1, seed=3), nearest.sample(n=1, seed=3)
     assert torch.equal(nearest.sample(n=1, seed=3), b)  # still seeded
@@ -197,7 +203,8 @@ def test_a_prior_per_call_is_the_model_built_with_it_and_leaves_the_model_as_it_
     before = hybrid_model.patch.cfg
     wide = hybrid_model.sample(n=1, seed=3, prior=0.2)
     assert torch.equal(
-        wide, variant(hybrid_model, patch=PatchConfig(prior=0.2)).sample(n=1, seed=3)
+        wide,
+        variant(hybrid_model, patch=PatchConfig(**SMALL_PATCHES, prior=0.2)).sample(n=1, seed=3),
     )
     assert not torch.equal(wide, hybrid_model.sample(n=1, seed=3, prior=0.01))
     assert hybrid_model.patch.cfg == before  # nothing kept from the call

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import natural_like, natural_tensor
+from conftest import SMALL_PATCHES, natural_like, natural_tensor
 from PIL import Image
 
 import sindiffusion
@@ -49,8 +49,9 @@ def test_tiny_sigma_returns_the_image_itself(img):
 
 
 def test_very_high_sigma_returns_the_mean_colour(img):
-    # The exact MMSE (all patches, no position prior): near-uniform weights give the mean patch.
-    den = PatchDenoiser(img, topk=None, prior=None, levels=1)
+    # The exact MMSE (all patches, no position prior): near-uniform weights give the mean patch
+    # (small patches, so that the mean patch is the image's mean colour everywhere).
+    den = PatchDenoiser(img, topk=None, prior=None, levels=1, patch_size=7, stride=4)
     g = torch.Generator().manual_seed(0)
     x = img + 1e3 * torch.randn(img.shape, generator=g)
     x0 = den(x[None], 1e3)[0]
@@ -114,6 +115,29 @@ def test_user_errors(img):
         PatchDenoiser(img, dropout=1.0)
     with pytest.raises(SinDiffusionError, match="nothing to save"):
         sindiffusion.zero_training(img).save("somewhere")
+    for bad in (0, (19, 0), (19, 65), tuple(range(3, 20)), 7.5, (9, "x")):
+        with pytest.raises(SinDiffusionError, match="patch_size"):
+            PatchDenoiser(img, patch_size=bad)
+
+
+def test_patch_sizes_per_level_finest_last():
+    from sindiffusion.config import Config, PatchConfig
+
+    cfg = PatchConfig(patch_size=(19, 15), stride=(10, 8))
+    assert cfg.patch_sizes(5) == [19, 19, 19, 19, 15] and cfg.patch_sizes(1) == [15]
+    assert cfg.strides(3) == [10, 10, 8]
+    assert PatchConfig(patch_size=(9, 7, 5), stride=6).strides(4) == [6, 6, 6, 5]  # <= patch
+    assert PatchConfig(patch_size=[11]).patch_size == 11  # one entry is one side
+    # A config file's lists come back as the same tuples.
+    config = sindiffusion.zero_training(natural_tensor(48, 64)).config
+    assert Config.from_dict(json.loads(config.to_json())) == config
+    # Each level unfolds its own patches (a 48 px image: levels of 24 ... 48 px).
+    den = PatchDenoiser(natural_tensor(48, 64), patch_size=(13, 9, 5), levels=4, coarsest=24)
+    assert [lev.p for lev in den.levels] == [13, 13, 9, 5]
+    assert [lev.patches.shape[1] for lev in den.levels] == [3 * p * p for p in (13, 13, 9, 5)]
+    # The stride is read at each call: a copy with another one denoises differently.
+    x = natural_tensor(48, 64)[None] + 0.3 * torch.randn(1, 3, 48, 64)
+    assert not torch.equal(den(x, 0.3), den.with_knobs(stride=(2, 2))(x, 0.3))
 
 
 def test_cli_sample_zero_training(image_file, tmp_path, capsys):
@@ -191,7 +215,9 @@ def test_a_prior_pair_frees_one_direction_only():
     ramps = torch.stack([yy, xx, 0.5 * yy * xx])
 
     def draw(prior):
-        model = sindiffusion.zero_training(ramps, prior=prior, steps=10, levels=2, coarsest=12)
+        model = sindiffusion.zero_training(
+            ramps, prior=prior, steps=10, levels=2, coarsest=12, **SMALL_PATCHES
+        )
         return model.sample(n=4, seed=0)
 
     def corr(samples, channel, ramp):

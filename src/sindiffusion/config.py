@@ -98,8 +98,12 @@ class PatchConfig:
     """The closed-form patch denoiser (`patch_denoiser.py`): the whole model in zero-training
     mode, the layout stage of a hybrid model. Sizes in pixels, noise levels in [-1, 1] units."""
 
-    patch_size: int = 7  # side of the square patches in px, at every pyramid level
-    stride: int = 4  # px between denoised patches; < patch_size overlaps and averages votes
+    # Side of the square patches in px: one for every pyramid level, or one per level coarsest
+    # first, whose last entries go to the finest levels and whose first repeats for coarser
+    # ones: (19, 15) = 15 px at full resolution, 19 px at every coarser level.
+    patch_size: int | tuple[int, ...] = (19, 15)
+    stride: int | tuple[int, ...] = (10, 8)  # px between denoised patches, the same way;
+    # < patch_size overlaps and averages votes
     vote_width: float | None = 0.12  # votes weighted by a Gaussian of this std (x patch_size)
     # around the patch centre, so disagreeing patch edges blur less; None = plain average
     levels: int = 5  # pyramid levels; 1 = full resolution only (no global coherence)
@@ -110,7 +114,7 @@ class PatchConfig:
     prior: float | tuple[float, float] | None = 0.05  # std, in image sides, of a Gaussian
     # prior on where a patch comes from: patches prefer references from about the same
     # relative position; a pair is (vertical, horizontal); None = off
-    topk: int | None = 8  # nearest reference patches kept per noisy patch; None = all (exact)
+    topk: int | None = 1  # nearest reference patches kept per noisy patch; None = all (exact)
     max_refs: int = 16384  # reference patches kept per level (a fixed random subset beyond)
     dropout: float = 0.0  # fraction of reference patches hidden at each call (diversity)
     pca_dim: int | None = 24  # distances in this many principal components; None = all
@@ -133,9 +137,20 @@ class PatchConfig:
             raise SinDiffusionError(
                 f"prior is {self.prior}; give positive stds (or None for no prior)."
             )
-        for name in ("patch_size", "stride", "levels", "max_refs", "coarsest"):
+        for name in ("patch_size", "stride"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                if not 1 <= len(value) <= 16:
+                    raise SinDiffusionError(
+                        f"{name} is {value!r}; give one side or 1 to 16 of them (per level)."
+                    )
+                value = tuple(value)
+                setattr(self, name, value[0] if len(value) == 1 else value)
+            for v in value if isinstance(value, tuple) else (value,):
+                _whole_number(name, v)
+        for name in ("levels", "max_refs", "coarsest"):
             _whole_number(name, getattr(self, name))
-        if self.patch_size > 64 or self.levels > 16:
+        if max(_per_level(self.patch_size, 16)) > 64 or self.levels > 16:
             raise SinDiffusionError(
                 f"patch_size {self.patch_size} / levels {self.levels}: give at most 64 px and "
                 "16 levels."
@@ -152,12 +167,30 @@ class PatchConfig:
                 f"topk is {self.topk}; give at least 1 (or None for every patch)."
             )
 
+    def patch_sizes(self, levels: int) -> list[int]:
+        """The patch side of each of `levels` pyramid levels, coarsest first."""
+        return _per_level(self.patch_size, levels)
+
+    def strides(self, levels: int) -> list[int]:
+        """The stride of each of `levels` pyramid levels, coarsest first, at most its patch."""
+        sizes = self.patch_sizes(levels)
+        return [min(s, p) for s, p in zip(_per_level(self.stride, levels), sizes, strict=True)]
+
     @property
     def prior_pair(self) -> tuple[float, float]:
         """The position prior's (vertical, horizontal) std; only for a prior that is on."""
         assert self.prior is not None
         p = self.prior
         return (float(p), float(p)) if isinstance(p, (int, float)) else p
+
+
+def _per_level(value: int | tuple[int, ...], levels: int) -> list[int]:
+    """`value` for each of `levels` levels, coarsest first: an int for all; a tuple's last
+    entries for the finest levels, its first repeated for the coarser ones."""
+    if isinstance(value, int):
+        return [value] * levels
+    tail = list(value[-levels:])
+    return [value[0]] * (levels - len(tail)) + tail
 
 
 @dataclass
@@ -377,6 +410,9 @@ _OLD_SAMPLING_KEYS = {
 }
 
 
+PATCH_BEFORE_0_2 = {"patch_size": 7, "stride": 4, "topk": 8}
+
+
 def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
     """A config dict of the current layout from one written before 0.2: the sampling fields
     move from `diffusion` to `sampling`, `layout_prior` / `layout_topk` become the patch
@@ -400,8 +436,8 @@ def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
     if moved or patch:
         sampling = dict(d.get("sampling", {}))
         sampling.update(moved)
-        if patch:
-            sampling["patch"] = {**sampling.get("patch", {}), **patch}
+        # The layout patches of that time, which are no longer the defaults.
+        sampling["patch"] = {**PATCH_BEFORE_0_2, **sampling.get("patch", {}), **patch}
         d["sampling"] = sampling
     return d
 

@@ -43,11 +43,18 @@ QUERY_CHUNK = 2048  # noisy patches per distance block: bounds memory at chunk x
 
 class _Level:
     """One pyramid level: the reference patches (of every reference image, each shrunk by
-    `factor`), their PCA coordinates, positions and the noise gain."""
+    `factor`), their PCA coordinates, positions and the noise gain; `p` is the level's patch
+    side."""
 
-    def __init__(self, refs: list[torch.Tensor], factor: float, cfg: PatchConfig, device):
-        p = cfg.patch_size
-        self.factor = factor
+    def __init__(
+        self,
+        refs: list[torch.Tensor],
+        factor: float,
+        p: int,
+        cfg: PatchConfig,
+        device: torch.device,
+    ):
+        self.factor, self.p = factor, p
         patches = torch.cat([F.unfold(ref[None], p)[0].T for ref in refs]).contiguous()
         patches_idx = None
         if patches.shape[0] > cfg.max_refs:
@@ -126,29 +133,34 @@ class PatchDenoiser(nn.Module):
         super().__init__()
         cfg = config if config is not None else patch_config(**knobs)
         images = list(image) if isinstance(image, (list, tuple)) else [image]
-        if min(min(img.shape[-2:]) for img in images) < cfg.patch_size:
+        # The finest level's patch must fit the image; the coarser levels' are at most the
+        # largest, and `coarsest` below keeps every shrunk reference above that.
+        finest, largest = cfg.patch_sizes(1)[0], max(cfg.patch_sizes(16))
+        if min(min(img.shape[-2:]) for img in images) < finest:
             raise SinDiffusionError(
-                f"an image is smaller than one {cfg.patch_size} px patch; give a larger image."
+                f"an image is smaller than one {finest} px patch; give a larger image."
             )
         self.cfg = cfg
         self.image = images[0]
         # The pyramid's factors come from the smallest side of all: every image keeps
         # at least `coarsest` px at the coarsest level.
         side = min(min(img.shape[-2:]) for img in images)
-        coarsest = min(1.0, max(cfg.coarsest, cfg.patch_size + 1) / side)
+        coarsest = min(1.0, max(cfg.coarsest, largest + 1) / side)
         n = cfg.levels
         # Geometric factors from coarsest to 1 (finest last); an image not much larger than
         # `coarsest` gets fewer, distinct levels (equal levels would repeat noise levels).
         factors = [coarsest ** ((n - 1 - i) / (n - 1)) if n > 1 else 1.0 for i in range(n)]
         self.factors = sorted({round(f, 6) for f in factors})
+        sizes = cfg.patch_sizes(len(self.factors))
         self.levels = [
             _Level(
                 [resize(img, _scaled(img.shape[-2:], f)) for img in images],
                 f,
+                min(p, min(min(_scaled(img.shape[-2:], f)) for img in images)),
                 cfg,
                 images[0].device,
             )  # fmt: skip
-            for f in self.factors
+            for f, p in zip(self.factors, sizes, strict=True)
         ]
 
     # Knobs read when building the pyramid; the others are read at each call.
@@ -218,7 +230,7 @@ class PatchDenoiser(nn.Module):
         lev = self.levels[self.level_of(sigma)]
         # A small canvas shrunk to a coarse level can fall below one patch: it is shrunk only
         # to one patch there (a 16 px sample at the 0.1 level is 7 px, not 2).
-        p = self.cfg.patch_size
+        p = lev.p
         sh, sw = _scaled((h, w), lev.factor)
         size = (max(p, sh), max(p, sw))
         xs = resize(x, size)
@@ -237,7 +249,9 @@ class PatchDenoiser(nn.Module):
         """Closed-form denoising of every `stride`-spaced patch of x (3, h, w), votes averaged;
         `shift` (2,) moves the patches' positions for the position prior."""
         cfg = self.cfg
-        p, st = cfg.patch_size, min(cfg.stride, cfg.patch_size)
+        # The stride is a call-time knob (`with_knobs`), so it is read here.
+        p = lev.p
+        st = min(p, cfg.strides(len(self.levels))[self.levels.index(lev)])
         g = torch.Generator().manual_seed(seed)
         # A random grid offset per call, so that patch seams never sit in the same place twice;
         # the first and last rows/columns always get a patch, so every pixel gets votes and
