@@ -1,14 +1,16 @@
 """Zero-training benchmark: speed, memory and quality of the closed-form patch denoiser.
 
 For each selected Places50 image: draw K samples at the image's size (seconds per sample),
-score them with `metrics.score` (SIFID-E, pixel diversity, LPIPS-E, patch NN, copy score)
-beside the SinGAN / GPNN / GPDM outputs in ../shared/data/baselines/places50 scored the same
-way (one sample each, so no diversity); then time one large sample (default 1024x1024) from
+score them with `metrics.score` (SIFID-E, pixel diversity, LPIPS-E, patch NN, copy scores)
+beside the SinGAN / ConSinGAN / GPNN / GPDM outputs in ../shared/data/baselines/places50 scored
+the same way (one sample each, so no diversity), every fake format-matched (a JPEG round trip
+at the real file's own quality first); then time one large sample (default 1024x1024) from
 the first image and record the process's peak memory. Writes to --out (default
 bench-out/zero/): table.md (printed too), contact.png (real | 3 samples | baselines),
 samples/<image>/sample-NNN.png and large.png.
 
     python benchmarks/zero_training.py --images 1-3 --k 4
+    python benchmarks/zero_training.py --split report --k 10
     python benchmarks/zero_training.py --images 1-7,12-14 --knobs '{"temperature": 1.5}'
 """
 
@@ -27,6 +29,8 @@ from quality import (
     DEFAULT_BASELINES,
     DEFAULT_COMPARE,
     DEFAULT_DATA,
+    SETS,
+    SPLITS,
     find_by_stem,
     format_table,
     list_images,
@@ -45,6 +49,12 @@ def peak_rss_mb() -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--images", default="1,3,12", help="Places50 numbers, e.g. 1-7,12-14")
+    p.add_argument("--split", choices=SPLITS, help="Places50's tune (1-25) or report (26-50)")
+    p.add_argument(
+        "--no-format-match",
+        action="store_true",
+        help="score fakes as they are, not after the real file's own JPEG encoding",
+    )
     p.add_argument("--k", type=int, default=4, help="samples per image (default 4)")
     p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--baselines", default=DEFAULT_BASELINES)
@@ -53,15 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--sampler", default=None, help="sampler (default: the model's)")
     p.add_argument("--large", default="1024x1024", help="size of the timed large sample; 0: skip")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    from sindiffusion.metrics import score
+    if args.threads:  # set only when asked: it changes the process's kernels from then on
+        torch.set_num_threads(args.threads)
+    from sindiffusion.metrics import jpeg_format, score
 
     out = Path(args.out)
     knobs = json.loads(args.knobs)
-    files = list_images(Path(args.data), parse_images(args.images))
+    images = SETS["places50"].splits[args.split] if args.split else args.images
+    files = list_images(Path(args.data), parse_images(images))
     run = {"steps": args.steps, "sampler": args.sampler}
     records: dict[str, dict[str, dict]] = {"zero-training": {}}
     records.update({name: {} for name in DEFAULT_COMPARE})
@@ -70,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in files:
         stem = path.stem
         real = load_image(path, max_size=250)
+        fmt = None if args.no_format_match else jpeg_format(path)
         model = zero_training(real, **knobs)
         first_model = first_model or model
         model.sample(1, seed=args.seed + 999, **run)  # warm-up: allocator, kernels
@@ -81,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             save_image(f, out / "samples" / stem / f"sample-{i:03d}.png")
             for i, f in enumerate(fakes)
         ]
-        scores = score(real, fakes)
+        scores = score(real, fakes, fake_format=fmt)
         records["zero-training"][stem] = {"scores": scores, "sample_seconds": sec}
         print(
             f"{stem}: {sec:.2f} s/sample  " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items())
@@ -91,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             base = find_by_stem(Path(args.baselines) / name, stem)
             row.append(base)
             if base is not None:
-                records[name][stem] = {"scores": score(real, load_image(base)[None])}
+                scores = score(real, load_image(base)[None], fake_format=fmt)
+                records[name][stem] = {"scores": scores}
         sheet_rows.append(row)
         labels.append([stem])
 
@@ -117,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Knobs: {json.dumps(asdict(first_model.config.sampling.patch)) if first_model else knobs}; "
         f"sampler {args.sampler or first_model.config.sampling.sampler}, "
         f"steps {args.steps or first_model.config.sampling.steps}; "
-        f"{args.threads} threads; K = {args.k}."
+        f"{torch.get_num_threads()} threads; K = {args.k}; "
+        + ("fakes scored as they are." if args.no_format_match else "fakes format-matched.")
     )
     text = "\n".join(lines) + "\n"
     print(text)
