@@ -20,14 +20,20 @@ from sindiffusion.report import mean_std
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
 
 
-def _load_benchmark():
+def _load_benchmark(path: Path = BENCH, name: str = "quality_benchmark"):
+    """A benchmark script as a module; its folder is on the path while it loads, for the
+    scripts that import the quality benchmark's helpers."""
     import importlib.util
     import sys
 
-    spec = importlib.util.spec_from_file_location("quality_benchmark", BENCH)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
     return module
 
 
@@ -185,20 +191,9 @@ def test_cached_runs_take_new_sampling_settings_without_retraining(tmp_path):
 
 
 def test_zero_training_benchmark_scores_format_matched_beside_the_baselines(tmp_path, capsys):
-    import importlib.util
-    import sys
-
     from conftest import SMALL_PATCHES
 
-    sys.path.insert(0, str(BENCH.parent))  # it imports the quality benchmark's helpers
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "zero_benchmark", BENCH.parent / "zero_training.py"
-        )
-        zero = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(zero)
-    finally:
-        sys.path.remove(str(BENCH.parent))
+    zero = _load_benchmark(BENCH.parent / "zero_training.py", "zero_benchmark")
     data, base = tmp_path / "data", tmp_path / "base"
     data.mkdir()
     (base / "gpnn").mkdir(parents=True)

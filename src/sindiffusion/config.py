@@ -146,11 +146,11 @@ class PatchConfig:
                     )
                 value = tuple(value)
                 setattr(self, name, value[0] if len(value) == 1 else value)
-            for v in value if isinstance(value, tuple) else (value,):
+            for v in _sides(getattr(self, name)):
                 _whole_number(name, v)
         for name in ("levels", "max_refs", "coarsest"):
             _whole_number(name, getattr(self, name))
-        if max(_per_level(self.patch_size, 16)) > 64 or self.levels > 16:
+        if self.largest_patch > 64 or self.levels > 16:
             raise SinDiffusionError(
                 f"patch_size {self.patch_size} / levels {self.levels}: give at most 64 px and "
                 "16 levels."
@@ -167,6 +167,11 @@ class PatchConfig:
                 f"topk is {self.topk}; give at least 1 (or None for every patch)."
             )
 
+    @property
+    def largest_patch(self) -> int:
+        """The largest patch side of any level."""
+        return max(_sides(self.patch_size))
+
     def patch_sizes(self, levels: int) -> list[int]:
         """The patch side of each of `levels` pyramid levels, coarsest first."""
         return _per_level(self.patch_size, levels)
@@ -182,6 +187,11 @@ class PatchConfig:
         assert self.prior is not None
         p = self.prior
         return (float(p), float(p)) if isinstance(p, (int, float)) else p
+
+
+def _sides(value: int | tuple[int, ...]) -> tuple[int, ...]:
+    """Every side (or stride) a `patch_size` (or `stride`) value gives."""
+    return value if isinstance(value, tuple) else (value,)
 
 
 def _per_level(value: int | tuple[int, ...], levels: int) -> list[int]:
@@ -410,7 +420,7 @@ _OLD_SAMPLING_KEYS = {
 }
 
 
-PATCH_BEFORE_0_2 = {"patch_size": 7, "stride": 4, "topk": 8}
+_PATCH_BEFORE_0_2 = {"patch_size": 7, "stride": 4, "topk": 8}
 
 
 def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
@@ -437,7 +447,7 @@ def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
         sampling = dict(d.get("sampling", {}))
         sampling.update(moved)
         # The layout patches of that time, which are no longer the defaults.
-        sampling["patch"] = {**PATCH_BEFORE_0_2, **sampling.get("patch", {}), **patch}
+        sampling["patch"] = {**_PATCH_BEFORE_0_2, **sampling.get("patch", {}), **patch}
         d["sampling"] = sampling
     return d
 

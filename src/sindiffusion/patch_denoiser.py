@@ -133,9 +133,9 @@ class PatchDenoiser(nn.Module):
         super().__init__()
         cfg = config if config is not None else patch_config(**knobs)
         images = list(image) if isinstance(image, (list, tuple)) else [image]
-        # The finest level's patch must fit the image; the coarser levels' are at most the
-        # largest, and `coarsest` below keeps every shrunk reference above that.
-        finest, largest = cfg.patch_sizes(1)[0], max(cfg.patch_sizes(16))
+        # The finest level's patch must fit the image; `coarsest` below keeps every shrunk
+        # reference larger than the largest patch of the coarser levels.
+        finest = cfg.patch_sizes(1)[0]
         if min(min(img.shape[-2:]) for img in images) < finest:
             raise SinDiffusionError(
                 f"an image is smaller than one {finest} px patch; give a larger image."
@@ -145,7 +145,7 @@ class PatchDenoiser(nn.Module):
         # The pyramid's factors come from the smallest side of all: every image keeps
         # at least `coarsest` px at the coarsest level.
         side = min(min(img.shape[-2:]) for img in images)
-        coarsest = min(1.0, max(cfg.coarsest, largest + 1) / side)
+        coarsest = min(1.0, max(cfg.coarsest, cfg.largest_patch + 1) / side)
         n = cfg.levels
         # Geometric factors from coarsest to 1 (finest last); an image not much larger than
         # `coarsest` gets fewer, distinct levels (equal levels would repeat noise levels).
@@ -156,7 +156,7 @@ class PatchDenoiser(nn.Module):
             _Level(
                 [resize(img, _scaled(img.shape[-2:], f)) for img in images],
                 f,
-                min(p, min(min(_scaled(img.shape[-2:], f)) for img in images)),
+                p,
                 cfg,
                 images[0].device,
             )  # fmt: skip
