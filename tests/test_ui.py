@@ -202,6 +202,29 @@ def test_stop_saves_the_training_of_the_page_like_ctrl_c(tmp_path):
     assert job.status().startswith("**stopped**") and job.preview_path.exists()
 
 
+def test_training_shows_zero_training_samples_before_its_first_step(tmp_path):
+    from conftest import natural_tensor
+
+    from sindiffusion.image import load_image, make_grid
+
+    image = natural_tensor()
+    job = TrainingJob(image, tiny_config(), tmp_path / "run", steps=2, preview_seconds=1e9)
+    path = job.instant_preview(n=2)
+    assert path == tmp_path / "run" / "previews" / "zero-training.png"
+    assert job.trainer.step == 0 and "zero-training" in job.status()
+    grid = load_image(path)
+    h, w = image.shape[-2:]
+    assert grid.shape == make_grid([image] * 3, nrow=3).shape
+    tiles = [grid[:, 2 : 2 + h, 2 + i * (w + 2) : 2 + i * (w + 2) + w] for i in range(3)]
+    assert (tiles[0] - image).abs().max() <= 1 / 127.5  # the training image, first
+    for sample in tiles[1:]:  # then samples of it, neither copies nor blank
+        assert 0.02 < (sample - image).abs().mean() and sample.std() > 0.1
+    assert not torch.equal(tiles[1], tiles[2])
+    job.start().join(60)
+    assert job.done and job.error is None and job.preview_path.name == "step-000002.png"
+    assert "zero-training" not in job.status() and path.is_file()
+
+
 def test_painted_mask_is_the_union_of_layers():
     a = np.zeros((4, 6, 4), np.uint8)
     b = np.zeros((4, 6, 4), np.uint8)

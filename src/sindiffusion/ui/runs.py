@@ -19,14 +19,23 @@ import torch
 from ..checkpoint import CHECKPOINT
 from ..config import Config
 from ..errors import SinDiffusionError
-from ..image import IMAGE_FORMATS, IMAGE_KINDS, IMAGE_SUFFIXES, load_image, load_mask
-from ..model import SinDiffusion, load
+from ..image import (
+    IMAGE_FORMATS,
+    IMAGE_KINDS,
+    IMAGE_SUFFIXES,
+    load_image,
+    load_mask,
+    make_grid,
+    save_image,
+)
+from ..model import SinDiffusion, load, zero_training
 from ..report import moving_average
 from ..trainer import Trainer
 
 MAX_UPLOAD_MB = 20  # default upload limit; larger files are refused before they reach the disk
 MAX_PIXELS = 50_000_000  # an upload is refused above this many pixels (decompression bombs)
 PREVIEW_SECONDS = 30.0  # live preview samples at most this often: they take time from training
+INSTANT_PREVIEW = "zero-training.png"  # previews/ file shown before the first trained preview
 MODELS_KEPT = 4  # loaded models the page keeps (least recently used dropped): memory is bounded
 OWNER = ".owner"  # in a run folder: who made it (a hash of the login), for per-user pages
 UPLOAD_DAYS = 1.0  # uploads and gradio's cached files older than this are removed at start
@@ -209,6 +218,8 @@ class OneAtATime:
 class TrainingJob:
     """One training run in a background thread: the page polls it and may stop it.
 
+    Before the first step the preview shows zero-training samples of the image (about a
+    second), so a user sees what the image gives at once; trained previews replace it.
     Stopping works like Ctrl-C on the command line: the trainer saves a checkpoint and returns.
     """
 
@@ -255,8 +266,18 @@ class TrainingJob:
             self.preview_path = self.trainer.preview()
             self._last_preview = time.perf_counter()
 
+    def instant_preview(self, n: int = 4) -> Path:
+        """Write previews/zero-training.png: the training image, then `n` zero-training samples
+        (seed 0) at its size; no network is involved, so it is ready before the first step."""
+        image = self.trainer.image.cpu()
+        model = zero_training(image, max_size=max(image.shape[-2:]))
+        grid = make_grid([image, *model.sample(n=n, seed=0)], nrow=n + 1)
+        self.preview_path = save_image(grid, self.run_dir / "previews" / INSTANT_PREVIEW)
+        return self.preview_path
+
     def _run(self) -> None:
         try:
+            self.instant_preview()
             result = self.trainer.run(
                 steps=self.steps, minutes=self.minutes, progress=False, callback=self._callback
             )
@@ -293,6 +314,8 @@ class TrainingJob:
             state = "**training**"
         eta = f"{int(left) // 60}:{int(left) % 60:02d}" if left == left else "…"
         parts = [state, f"step {step}{total}", f"loss {self.loss:.4f}", f"{rate:.1f} steps/s"]
+        if not self.done and self.preview_path and self.preview_path.name == INSTANT_PREVIEW:
+            parts.append("preview: zero-training, trained samples follow")
         parts.append(f"{elapsed:.0f} s" if self.done else f"ETA {eta}")
         return " · ".join(parts)
 
