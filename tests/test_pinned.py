@@ -55,15 +55,15 @@ def test_pinned_ancestral_ddpm_sample(tiny_model):
 
 def test_pinned_fast_preset_sample(fast_model):
     x = fast_model.sample(n=1, seed=0)
-    close(x[0, :, 12, 8:12], [0.2797, 0.2551, 0.3123, 0.2747, 0.3404, 0.3766,
-                              0.4286, 0.3675, 0.3702, 0.3933, 0.4087, 0.3370])  # fmt: skip
+    close(x[0, :, 12, 8:12], [0.0652, -0.0788, -0.0310, -0.0722, 0.3669, 0.4103,
+                              0.4746, 0.3866, 0.4396, 0.4425, 0.4102, 0.3369])  # fmt: skip
 
 
 def test_pinned_outpaint_with_candidates_and_autoguidance(fast_model):
     x = apps.outpaint(fast_model, extend={"right": 16}, n=1, seed=0, candidates=3,
                       autoguidance=0.3)  # fmt: skip
-    close(x[0, :, 12, 34:38], [-0.4095, -0.0136, 0.1424, 0.0294, -0.2338, 0.0035,
-                               0.2656, 0.1012, -0.2529, -0.0493, 0.3184, 0.0012])  # fmt: skip
+    close(x[0, :, 12, 34:38], [-0.4769, -0.2383, -0.2213, -0.2090, -0.2190, -0.0848,
+                               0.0181, 0.0385, 0.1404, 0.1912, 0.3927, 0.2136])  # fmt: skip
 
 
 def test_pinned_patch_denoiser():
