@@ -249,9 +249,10 @@ class PatchDenoiser(nn.Module):
         """Closed-form denoising of every `stride`-spaced patch of x (3, h, w), votes averaged;
         `shift` (2,) moves the patches' positions for the position prior."""
         cfg = self.cfg
-        # The stride is a call-time knob (`with_knobs`), so it is read here.
+        # The stride is a call-time knob (`with_knobs`), so it is read here; `strides` already
+        # caps it at the level's patch (patch_size is a build knob, so that is `lev.p`).
         p = lev.p
-        st = min(p, cfg.strides(len(self.levels))[self.levels.index(lev)])
+        st = cfg.strides(len(self.levels))[self.levels.index(lev)]
         g = torch.Generator().manual_seed(seed)
         # A random grid offset per call, so that patch seams never sit in the same place twice;
         # the first and last rows/columns always get a patch, so every pixel gets votes and
