@@ -87,17 +87,38 @@ def random_batch(
     q = stride if whole else 1
     h = max(MIN_SIDE, int(round(h0 * scale / q)) * q)
     w = max(MIN_SIDE, int(round(w0 * scale / q)) * q)
-    img = resize(image, (h, w), mode="bicubic").clamp(-1, 1)
     if whole:
+        img = resize(image, (h, w), mode="bicubic").clamp(-1, 1)
         return img[None].expand(t.batch_size, -1, -1, -1).contiguous()
     assert t.crop_size is not None
     ch = max(stride, min(t.crop_size, h) // stride * stride)
     cw = max(stride, min(t.crop_size, w) // stride * stride)
     ys = torch.randint(0, h - ch + 1, (t.batch_size,), generator=generator, device=generator.device)
     xs = torch.randint(0, w - cw + 1, (t.batch_size,), generator=generator, device=generator.device)
-    return torch.stack(
-        [img[:, y : y + ch, x : x + cw] for y, x in zip(ys.tolist(), xs.tolist(), strict=True)]
-    )
+    return torch.stack([
+        rescaled_crop(image, (h, w), (y, x), (ch, cw)).clamp(-1, 1)
+        for y, x in zip(ys.tolist(), xs.tolist(), strict=True)
+    ])  # fmt: skip
+
+
+def rescaled_crop(
+    image: torch.Tensor, size: tuple[int, int], at: tuple[int, int], crop: tuple[int, int]
+) -> torch.Tensor:
+    """The crop (3, *crop) at `at` (y, x) of `image` (3, H, W) resized (bicubic) to `size`,
+    resized from only the part of the image it needs: a 12-megapixel photo resized whole
+    took 0.4 s a step on one core; a crop's part takes milliseconds. Within a fraction of a
+    pixel's shift the same pixels as resizing the whole image and cropping."""
+    (h0, w0), (h, w) = image.shape[-2:], size
+    ry, rx = h0 / h, w0 / w  # image px per resized px
+    margin = math.ceil(4 * max(ry, rx, 1.0))  # beyond the bicubic kernel's reach
+    top, left = max(0, math.floor(at[0] * ry) - margin), max(0, math.floor(at[1] * rx) - margin)
+    bottom = min(h0, math.ceil((at[0] + crop[0]) * ry) + margin)
+    right = min(w0, math.ceil((at[1] + crop[1]) * rx) + margin)
+    part_size = (max(crop[0], round((bottom - top) / ry)), max(crop[1], round((right - left) / rx)))
+    part = resize(image[:, top:bottom, left:right], part_size, mode="bicubic")
+    oy = min(round(at[0] - top / ry), part_size[0] - crop[0])
+    ox = min(round(at[1] - left / rx), part_size[1] - crop[1])
+    return part[:, oy : oy + crop[0], ox : ox + crop[1]]
 
 
 class StopSignal:
