@@ -162,21 +162,28 @@ class PatchDenoiser(nn.Module):
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         # The finest level's patch must fit the image; `coarsest` below keeps every shrunk
         # reference larger than the largest patch of the coarser levels.
-        finest = cfg.patch_sizes(1)[0]
-        if min(min(img.shape[-2:]) for img in images) < finest:
+        smallest = cfg.patch_sizes(1)[0]
+        if min(min(img.shape[-2:]) for img in images) < smallest:
             raise SinDiffusionError(
-                f"an image is smaller than one {finest} px patch; give a larger image."
+                f"an image is smaller than one {smallest} px patch; give a larger image."
             )
         self.cfg = cfg
         self.image = images[0]
         # The pyramid's factors come from the smallest side of all: every image keeps
         # at least `coarsest` px at the coarsest level.
         side = min(min(img.shape[-2:]) for img in images)
-        coarsest = min(1.0, max(cfg.coarsest, cfg.largest_patch + 1) / side)
+        top = 1.0
+        if cfg.finest is not None:
+            # The finest level no larger than `finest` px (long side), and still one patch
+            # wide: the layout of a large photo from its reduced copy.
+            long = max(max(img.shape[-2:]) for img in images)
+            top = min(1.0, max(cfg.finest / long, (smallest + 1) / side))
+        coarsest = min(top, max(cfg.coarsest, cfg.largest_patch + 1) / side)
         n = cfg.levels
-        # Geometric factors from coarsest to 1 (finest last); an image not much larger than
+        # Geometric factors from coarsest to top (finest last); an image not much larger than
         # `coarsest` gets fewer, distinct levels (equal levels would repeat noise levels).
-        factors = [coarsest ** ((n - 1 - i) / (n - 1)) if n > 1 else 1.0 for i in range(n)]
+        ratio = coarsest / top
+        factors = [top * ratio ** ((n - 1 - i) / (n - 1)) if n > 1 else top for i in range(n)]
         self.factors = sorted({round(f, 6) for f in factors})
         sizes = cfg.patch_sizes(len(self.factors))
         self.levels = [
@@ -191,7 +198,7 @@ class PatchDenoiser(nn.Module):
         ]
 
     # Knobs read when building the pyramid; the others are read at each call.
-    BUILD_KNOBS = ("patch_size", "levels", "coarsest", "max_refs", "pca_dim", "seed")
+    BUILD_KNOBS = ("patch_size", "levels", "coarsest", "finest", "max_refs", "pca_dim", "seed")
 
     def with_knobs(self, **knobs) -> PatchDenoiser:
         """A copy with other call-time knobs (prior, topk, temperature, dropout, ...) that
