@@ -118,6 +118,7 @@ class SinDiffusion:
             network=self.network,
             patch=self.patch,
             weak=lambda: self.weak_network,
+            network_width=self.config.model.base_channels,
         )
 
     def with_patch(self, **knobs) -> SinDiffusion:

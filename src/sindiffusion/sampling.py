@@ -42,9 +42,16 @@ from .schedules import (
     start_at,
     start_from,
 )
-from .tiling import MIRRORS, Tiled, mirrored
+from .tiling import BLOCK, MIRRORS, Blocks, Tiled, mirrored
 
 MAX_PIXELS_PER_BATCH = 1 << 20  # samples are drawn in chunks of about this many pixels
+# Memory of a sampling call (`Plan.memory`), measured on a CPU: bytes per canvas pixel of each
+# layout drawn (the sampler's copies), per pixel of the patch denoiser's finest level, per
+# pixel of a network block (a 32-channel network), and Python with torch.
+ROW_BYTES = 128
+PATCH_BYTES = 700
+NETWORK_BYTES = 1400
+BASE_BYTES = 600 * 2**20
 # The variety dial (`variety`): below 1 a variation of the training image started at a noise
 # level from VARIETY_SIGMA (at 0) up to the schedule's top (at 1); above 1 the layout stage's
 # position prior widened up to VARIETY_SPREAD times (at 2).
@@ -64,6 +71,7 @@ class Parts:
     network: Denoise | None  # the trained network's denoiser; None: zero-training
     patch: PatchDenoiser | None  # the closed-form patch denoiser; None: a network-only model
     weak: Callable[[], Denoise | None]  # autoguidance's weaker network (built on first use)
+    network_width: int = 0  # the network's base channels, for the memory estimate
 
     @property
     def hybrid(self) -> bool:
@@ -100,10 +108,25 @@ class Plan:
     images: list[torch.Tensor]  # the training images: candidate layouts are scored on them
     rows: int = 1  # rows per result through the first stage (candidates); the closest is kept
     shift: tuple[float, float] = (0.0, 0.0)  # std of each layout's random prior offset
+    patch_scale: float = 0.0  # the patch denoiser's finest level, as a factor of the canvas
+    # (0: no patch denoiser)
+    network_width: int = 0  # the network's base channels (0: no network)
 
     @property
     def steps(self) -> int:
         return sum(stage.steps for stage in self.stages)
+
+    def memory(self, h: int, w: int) -> float:
+        """About how many bytes drawing one h x w result takes at once (measured on the CPU,
+        `fast` preset and zero-training, 1-4 megapixels): the sampler's copies of every
+        layout, the patch denoiser's patches at its finest level, and the network on one
+        block (`tiling.Blocks`) of the canvas."""
+        pixels = h * w
+        need = pixels * (self.rows * ROW_BYTES + PATCH_BYTES * self.patch_scale**2)
+        if self.network_width:
+            block = min(pixels, BLOCK * BLOCK)
+            need += block * NETWORK_BYTES * self.network_width / 32
+        return need + BASE_BYTES
 
 
 def variety_settings(
@@ -179,13 +202,15 @@ def schedule(parts: Parts, opts: SamplingConfig) -> torch.Tensor:
 
 def network_denoiser(parts: Parts, opts: SamplingConfig) -> Denoise | None:
     """The network's denoiser, autoguided when `opts.autoguidance` > 0 (and the run has a
-    weaker network to guide away from); None in zero-training mode."""
+    weaker network to guide away from), in blocks on a large canvas (`tiling.Blocks`); None
+    in zero-training mode."""
     network = parts.network
     if network is not None and opts.autoguidance > 0:
         weak = parts.weak()
         if weak is not None:  # a run from random weights has nothing to guide away from
             network = Autoguidance(network, weak, opts.autoguidance, opts.autoguidance_sigmas)
-    return network
+    # A canvas of more than a megapixel is denoised in blocks, so memory stays bounded.
+    return Blocks(network) if network is not None else None
 
 
 def base_denoiser(parts: Parts, opts: SamplingConfig) -> Denoise:
@@ -251,6 +276,10 @@ def build_plan(
         return Stage(den, levels, fn, resampled_steps(len(levels) - 1, *resample))
 
     kind = plan_kind(parts, opts, sigmas)
+    sizes = (
+        parts.patch.factors[-1] if parts.patch is not None else 0.0,
+        parts.network_width if parts.network is not None else 0,
+    )
     shift = opts.shift if parts.patch is not None and not opts.variation else (0.0, 0.0)
     if kind is Kind.RENOISE:
         assert parts.patch is not None
@@ -264,13 +293,13 @@ def build_plan(
         layouts = Stage(wrap(shaped(parts.patch, opts)), high.to(parts.device),
                         sample_dpmpp_2m, len(high) - 1)  # fmt: skip
         finish = stage(wrap(shaped(network, opts)), low.to(parts.device))
-        return Plan(kind, [layouts, finish], parts.images, opts.candidates, shift)
+        return Plan(kind, [layouts, finish], parts.images, opts.candidates, shift, *sizes)
     den = wrap(base_denoiser(parts, opts))
     if kind is Kind.CANDIDATES:
         cut = layout_cut(sigmas, opts.hybrid_sigma)
         stages = [stage(den, sigmas[:cut]), stage(den, sigmas[cut - 1 :])]
-        return Plan(kind, stages, parts.images, opts.candidates, shift)
-    return Plan(kind, [stage(den, sigmas)], parts.images, 1, shift)
+        return Plan(kind, stages, parts.images, opts.candidates, shift, *sizes)
+    return Plan(kind, [stage(den, sigmas)], parts.images, 1, shift, *sizes)
 
 
 def run(plan: Plan, n: int, size: tuple[int, int], *args, **kwargs) -> torch.Tensor:
@@ -317,6 +346,12 @@ def run_chunks(
     if (noise is not None or extra is not None) and plan.rows > 1:
         raise SinDiffusionError("a given noise needs one layout per result; set candidates=1.")
     h, w = size
+    limits.check(
+        "memory",
+        round(plan.memory(h, w) / 2**20),
+        f"the memory (MB) one {w}x{h} px result with {plan.rows} layout(s) needs",
+        "ask for a smaller size or fewer candidates",
+    )
     chunk = n if max_pixels is None else max(1, max_pixels // (h * w * plan.rows))
     bar = tqdm(total=n * plan.steps, disable=not progress, unit="step", desc="sampling")
 
