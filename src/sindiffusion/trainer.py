@@ -377,13 +377,27 @@ class Trainer:
         return f"the checkpoint of step {self.saved_step} in {self.run_dir} is kept"
 
     def preview(self, n: int = 4) -> Path | None:
-        """Write previews/step-NNNNNN.png: the training image, then `n` samples (seed 0)."""
+        """Write previews/step-NNNNNN.png: the training image, then up to `n` samples (seed
+        0; `preview_grid`)."""
         if self.run_dir is None:
             return None
         model = SinDiffusion.from_checkpoint(self.checkpoint(), device=self.device)
-        samples = model.sample(n=n, seed=0, steps=self.config.train.preview_steps)
-        grid = make_grid([self.image.cpu(), *samples], nrow=n + 1)
+        grid = preview_grid(model, n, steps=self.config.train.preview_steps)
         return save_image(grid, self.run_dir / "previews" / f"step-{self.step:06d}.png")
+
+
+PREVIEW_PIXELS = 1 << 20  # a preview's samples hold at most about this many pixels
+
+
+def preview_grid(model: SinDiffusion, n: int = 4, steps: int | None = None) -> torch.Tensor:
+    """A preview (3, H, W) in [-1, 1]: the model's (first) training image, then `n` of its
+    samples at that size (seed 0, `steps` sampler steps), fewer for a large image (at most
+    PREVIEW_PIXELS of samples: 4 up to 512 x 512 px, 1 from a megapixel), so previews of a
+    large photo do not take more time than its training."""
+    h, w = model.size
+    n = max(1, min(n, PREVIEW_PIXELS // (h * w)))
+    samples = model.sample(n=n, seed=0, steps=steps)
+    return make_grid([model.image.cpu(), *samples], nrow=n + 1)
 
 
 def train(

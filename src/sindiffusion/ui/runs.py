@@ -25,12 +25,11 @@ from ..image import (
     IMAGE_SUFFIXES,
     load_image,
     load_mask,
-    make_grid,
     save_image,
 )
 from ..model import SinDiffusion, load, zero_training
 from ..report import moving_average
-from ..trainer import Trainer
+from ..trainer import Trainer, preview_grid
 
 MAX_UPLOAD_MB = 20  # default upload limit; larger files are refused before they reach the disk
 MAX_PIXELS = 50_000_000  # an upload is refused above this many pixels (decompression bombs)
@@ -267,11 +266,11 @@ class TrainingJob:
             self._last_preview = time.perf_counter()
 
     def instant_preview(self, n: int = 4) -> Path:
-        """Write previews/zero-training.png: the training image, then `n` zero-training samples
-        (seed 0) at its size; no network is involved, so it is ready before the first step."""
+        """Write previews/zero-training.png: the training image, then up to `n` zero-training
+        samples (seed 0) at its size (`trainer.preview_grid`); no network is involved, so it
+        is ready before the first step."""
         image = self.trainer.image.cpu()
-        model = zero_training(image, max_size=max(image.shape[-2:]))
-        grid = make_grid([image, *model.sample(n=n, seed=0)], nrow=n + 1)
+        grid = preview_grid(zero_training(image, max_size=max(image.shape[-2:])), n)
         self.preview_path = save_image(grid, self.run_dir / "previews" / INSTANT_PREVIEW)
         return self.preview_path
 
