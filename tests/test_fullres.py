@@ -101,3 +101,19 @@ def test_a_sample_that_does_not_fit_in_memory_is_refused_before_it_starts(monkey
     monkeypatch.setenv("SINDIFFUSION_MAX_MEMORY", "many")
     with pytest.raises(SinDiffusionError, match="whole number"):
         model.sample(1, size=(64, 64))
+
+
+def test_previews_between_steps_stop_when_they_outgrow_their_share(monkeypatch, tmp_path):
+    from conftest import tiny_config
+
+    import sindiffusion
+    from sindiffusion import trainer
+
+    monkeypatch.setattr(trainer, "PREVIEW_SHARE", 0.0)  # as if every preview took minutes
+    cfg = tiny_config(preview_every=2)
+    sindiffusion.train(natural_tensor(32, 32), config=cfg, out=tmp_path, steps=6, progress=False)
+    # The first is drawn (nothing spent yet), the next ones not, the last one always.
+    assert sorted(p.name for p in (tmp_path / "previews").iterdir()) == [
+        "step-000002.png",
+        "step-000006.png",
+    ]

@@ -189,6 +189,7 @@ class Trainer:
         self.image = self.images[0]
         self.step = 0
         self.elapsed = 0.0
+        self.preview_seconds = 0.0  # time spent drawing previews
         self.budget: float | None = None  # seconds; set by run(minutes=...)
         self.log: list[tuple[int, float, float, float]] = []  # step, loss, lr, elapsed (s)
         self.saved_step: int | None = None  # step of the last checkpoint written
@@ -361,7 +362,10 @@ class Trainer:
             if by_time or (tc.checkpoint_every and self.step % tc.checkpoint_every == 0):
                 self.save()
                 saved_at = time.perf_counter()
-            if tc.preview_every and self.step % tc.preview_every == 0:
+            # Previews between steps take at most a tenth of the run's time (each of a large
+            # photo's takes minutes); the one at the end is always drawn.
+            due = tc.preview_every and self.step % tc.preview_every == 0
+            if due and self.preview_seconds <= PREVIEW_SHARE * self.elapsed:
                 self.preview()
             if self.team.any(sigterm.received):
                 return "SIGTERM"
@@ -381,12 +385,16 @@ class Trainer:
         0; `preview_grid`)."""
         if self.run_dir is None:
             return None
+        t0 = time.perf_counter()
         model = SinDiffusion.from_checkpoint(self.checkpoint(), device=self.device)
         grid = preview_grid(model, n, steps=self.config.train.preview_steps)
-        return save_image(grid, self.run_dir / "previews" / f"step-{self.step:06d}.png")
+        path = save_image(grid, self.run_dir / "previews" / f"step-{self.step:06d}.png")
+        self.preview_seconds += time.perf_counter() - t0
+        return path
 
 
 PREVIEW_PIXELS = 1 << 20  # a preview's samples hold at most about this many pixels
+PREVIEW_SHARE = 0.1  # previews between steps take at most this share of the training time
 
 
 def preview_grid(model: SinDiffusion, n: int = 4, steps: int | None = None) -> torch.Tensor:

@@ -145,7 +145,11 @@ def add_training(p: argparse.ArgumentParser) -> None:
         help="starting weights: the shipped generic network (the fast preset's default) or "
         "random ones (learn from the one image alone)",
     )
-    p.add_argument("--max-size", type=positive_int, help="long side in px (default 250)")
+    p.add_argument(
+        "--max-size",
+        type=positive_int,
+        help="long side in px (default 250; 1024-4096: a photo at its own resolution)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
