@@ -36,6 +36,7 @@ from .runs import (
 
 CONFIG_ENV = "SINDIFFUSION_UI_CONFIG"  # a config JSON used instead of the fast preset (tests)
 MAX_SAMPLE_SIDE = 1024  # the page is for one laptop; bigger samples belong to the CLI
+MAX_TRAIN_SIDE = 4096  # the long side a photo may be trained at (docs/full-resolution.md)
 MAX_SAMPLES = 16
 MAX_REQUEST_PIXELS = 4 * 2**20  # one request's results, all n of them (16 samples of 512x512)
 QUEUE_SIZE = 32  # requests waiting at most, for all users; gradio refuses more at once
@@ -295,7 +296,7 @@ class _Page:
         with the page's long side."""
         base = self.base if self.custom else preset("fast", minutes)
         cfg = Config.from_dict(base.to_dict())
-        cfg.train.max_size = _whole(max_size, "the long side", MIN_SIDE, 2048)
+        cfg.train.max_size = _whole(max_size, "the long side", MIN_SIDE, MAX_TRAIN_SIDE)
         return cfg
 
     def show_upload(self, path, max_size):

@@ -29,12 +29,13 @@ from ..image import (
 )
 from ..model import SinDiffusion, load, zero_training
 from ..report import moving_average
-from ..trainer import Trainer, preview_grid
+from ..trainer import PREVIEW_SHARE, Trainer, preview_grid
 
 MAX_UPLOAD_MB = 20  # default upload limit; larger files are refused before they reach the disk
 MAX_PIXELS = 50_000_000  # an upload is refused above this many pixels (decompression bombs)
 PREVIEW_SECONDS = 30.0  # live preview samples at most this often: they take time from training
 INSTANT_PREVIEW = "zero-training.png"  # previews/ file shown before the first trained preview
+INSTANT_PREVIEW_SIDE = 1024  # a larger photo's instant preview is of its 1024 px copy (seconds)
 MODELS_KEPT = 4  # loaded models the page keeps (least recently used dropped): memory is bounded
 OWNER = ".owner"  # in a run folder: who made it (a hash of the login), for per-user pages
 UPLOAD_DAYS = 1.0  # uploads and gradio's cached files older than this are removed at start
@@ -261,7 +262,10 @@ class TrainingJob:
         self.loss = info["loss"]
         if self._stop.is_set():
             raise KeyboardInterrupt  # Trainer.run saves a checkpoint on it, as on Ctrl-C
-        if time.perf_counter() - self._last_preview >= self.preview_seconds:
+        # Every `preview_seconds`, and at most a tenth of the training time (a large photo's
+        # preview takes minutes), as between the steps of `Trainer.run`.
+        due = time.perf_counter() - self._last_preview >= self.preview_seconds
+        if due and self.trainer.preview_seconds <= PREVIEW_SHARE * self.trainer.elapsed:
             self.preview_path = self.trainer.preview()
             self._last_preview = time.perf_counter()
 
@@ -270,7 +274,8 @@ class TrainingJob:
         samples (seed 0) at its size (`trainer.preview_grid`); no network is involved, so it
         is ready before the first step."""
         image = self.trainer.image.cpu()
-        grid = preview_grid(zero_training(image, max_size=max(image.shape[-2:])), n)
+        side = min(max(image.shape[-2:]), INSTANT_PREVIEW_SIDE)
+        grid = preview_grid(zero_training(image, max_size=side), n)
         self.preview_path = save_image(grid, self.run_dir / "previews" / INSTANT_PREVIEW)
         return self.preview_path
 
