@@ -202,10 +202,11 @@ def test_stop_saves_the_training_of_the_page_like_ctrl_c(tmp_path):
     assert job.status().startswith("**stopped**") and job.preview_path.exists()
 
 
-def test_training_shows_zero_training_samples_before_its_first_step(tmp_path):
+def test_training_shows_zero_training_samples_before_its_first_step(tmp_path, monkeypatch):
     from conftest import natural_tensor
 
     from sindiffusion.image import load_image, make_grid
+    from sindiffusion.ui import runs as ui_runs
 
     image = natural_tensor()
     job = TrainingJob(image, tiny_config(), tmp_path / "run", steps=2, preview_seconds=1e9)
@@ -223,6 +224,10 @@ def test_training_shows_zero_training_samples_before_its_first_step(tmp_path):
     job.start().join(60)
     assert job.done and job.error is None and job.preview_path.name == "step-000002.png"
     assert "zero-training" not in job.status() and path.is_file()
+    # A large photo's instant preview is drawn from its reduced copy, so it stays instant.
+    monkeypatch.setattr(ui_runs, "INSTANT_PREVIEW_SIDE", 16)
+    small = load_image(job.instant_preview(n=2))
+    assert small.shape == make_grid([torch.zeros(3, 16, 16)] * 3, nrow=3).shape
 
 
 def test_painted_mask_is_the_union_of_layers():
