@@ -570,6 +570,6 @@ def fast_preset(minutes: float | None = None) -> Config:
             channels_last=True,
             checkpoint_every=250,
             preview_every=1000,
-            preview_steps=12,
+            preview_steps=6,  # the samples' own: 6 network levels below the switch
         ),
     )
