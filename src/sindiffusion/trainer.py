@@ -362,10 +362,8 @@ class Trainer:
             if by_time or (tc.checkpoint_every and self.step % tc.checkpoint_every == 0):
                 self.save()
                 saved_at = time.perf_counter()
-            # Previews between steps take at most a tenth of the run's time (each of a large
-            # photo's takes minutes); the one at the end is always drawn.
-            due = tc.preview_every and self.step % tc.preview_every == 0
-            if due and self.preview_seconds <= PREVIEW_SHARE * self.elapsed:
+            # The one at the end is always drawn (`run`).
+            if tc.preview_every and self.step % tc.preview_every == 0 and self.preview_affordable:
                 self.preview()
             if self.team.any(sigterm.received):
                 return "SIGTERM"
@@ -379,6 +377,12 @@ class Trainer:
         if self.saved_step is None:
             return f"no checkpoint was written yet in {self.run_dir}"
         return f"the checkpoint of step {self.saved_step} in {self.run_dir} is kept"
+
+    @property
+    def preview_affordable(self) -> bool:
+        """Whether a preview between steps keeps previews within PREVIEW_SHARE of the
+        training time so far (each of a large photo's takes minutes)."""
+        return self.preview_seconds <= PREVIEW_SHARE * self.elapsed
 
     def preview(self, n: int = 4) -> Path | None:
         """Write previews/step-NNNNNN.png: the training image, then up to `n` samples (seed

@@ -29,7 +29,7 @@ from ..image import (
 )
 from ..model import SinDiffusion, load, zero_training
 from ..report import moving_average
-from ..trainer import PREVIEW_SHARE, Trainer, preview_grid
+from ..trainer import Trainer, preview_grid
 
 MAX_UPLOAD_MB = 20  # default upload limit; larger files are refused before they reach the disk
 MAX_PIXELS = 50_000_000  # an upload is refused above this many pixels (decompression bombs)
@@ -262,10 +262,9 @@ class TrainingJob:
         self.loss = info["loss"]
         if self._stop.is_set():
             raise KeyboardInterrupt  # Trainer.run saves a checkpoint on it, as on Ctrl-C
-        # Every `preview_seconds`, and at most a tenth of the training time (a large photo's
-        # preview takes minutes), as between the steps of `Trainer.run`.
+        # Every `preview_seconds`, within the trainer's share of time for previews.
         due = time.perf_counter() - self._last_preview >= self.preview_seconds
-        if due and self.trainer.preview_seconds <= PREVIEW_SHARE * self.trainer.elapsed:
+        if due and self.trainer.preview_affordable:
             self.preview_path = self.trainer.preview()
             self._last_preview = time.perf_counter()
 
