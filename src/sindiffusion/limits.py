@@ -7,7 +7,7 @@ environment variable SINDIFFUSION_MAX_<NAME> (a whole number), for bigger machin
 - `n`: results of one sampling call, drawn and written in chunks (`sample_chunks`);
 - `pixels`: pixels of the results one call holds in memory at once, n x height x width x
   candidates (`sample`, the applications);
-- `memory`: MB one sampling call plans to use at once (`sampling.planned_memory`): by
+- `memory`: MB one sampling call plans to use at once (`sampling.Plan.memory`): by
   default three quarters of this machine's memory, so a sample size that cannot fit is
   refused before anything is allocated;
 - `frames`: frames of one animation;

@@ -275,11 +275,12 @@ def build_plan(
     def stage(den: Denoise, levels: torch.Tensor) -> Stage:
         return Stage(den, levels, fn, resampled_steps(len(levels) - 1, *resample))
 
+    def plan(stages: list[Stage], rows: int) -> Plan:
+        scale = parts.patch.factors[-1] if parts.patch is not None else 0.0  # for `memory`
+        width = parts.network_width if parts.network is not None else 0
+        return Plan(kind, stages, parts.images, rows, shift, scale, width)
+
     kind = plan_kind(parts, opts, sigmas)
-    sizes = (
-        parts.patch.factors[-1] if parts.patch is not None else 0.0,
-        parts.network_width if parts.network is not None else 0,
-    )
     shift = opts.shift if parts.patch is not None and not opts.variation else (0.0, 0.0)
     if kind is Kind.RENOISE:
         assert parts.patch is not None
@@ -293,13 +294,13 @@ def build_plan(
         layouts = Stage(wrap(shaped(parts.patch, opts)), high.to(parts.device),
                         sample_dpmpp_2m, len(high) - 1)  # fmt: skip
         finish = stage(wrap(shaped(network, opts)), low.to(parts.device))
-        return Plan(kind, [layouts, finish], parts.images, opts.candidates, shift, *sizes)
+        return plan([layouts, finish], opts.candidates)
     den = wrap(base_denoiser(parts, opts))
     if kind is Kind.CANDIDATES:
         cut = layout_cut(sigmas, opts.hybrid_sigma)
         stages = [stage(den, sigmas[:cut]), stage(den, sigmas[cut - 1 :])]
-        return Plan(kind, stages, parts.images, opts.candidates, shift, *sizes)
-    return Plan(kind, [stage(den, sigmas)], parts.images, 1, shift, *sizes)
+        return plan(stages, opts.candidates)
+    return plan([stage(den, sigmas)], 1)
 
 
 def run(plan: Plan, n: int, size: tuple[int, int], *args, **kwargs) -> torch.Tensor:

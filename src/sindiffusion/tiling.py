@@ -94,8 +94,9 @@ class Blocks:
         out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         total = torch.zeros((h, w), dtype=torch.float32, device=x.device)
         m = self.margin
+        columns = _spans(w, self.block, self.blend, x.device)
         for y0, y1, wy in _spans(h, self.block, self.blend, x.device):
-            for x0, x1, wx in _spans(w, self.block, self.blend, x.device):
+            for x0, x1, wx in columns:
                 a, b = max(0, y0 - m), max(0, x0 - m)
                 part = x[..., a : min(h, y1 + m), b : min(w, x1 + m)]
                 est = self.denoiser(part, sigma, **extra)[..., y0 - a : y1 - a, x0 - b : x1 - b]
@@ -113,11 +114,11 @@ def _spans(n: int, block: int, blend: int, device: torch.device):
         return [(0, n, torch.ones(n, device=device))]
     count = math.ceil((n - blend) / (block - blend))
     size = math.ceil((n + (count - 1) * blend) / count)
+    ramp = (torch.arange(blend, device=device) + 1) / (blend + 1)
     spans = []
     for i in range(count):
         start = min(i * (size - blend), n - size)
         weight = torch.ones(size, device=device)
-        ramp = (torch.arange(blend, device=device) + 1) / (blend + 1)
         if i > 0:
             weight[:blend] = ramp
         if i < count - 1:
