@@ -18,24 +18,26 @@ For each image (the HD set is the GPDM repository's `data/images/SR/`, see docs/
   not texture), and detail (mean |Laplacian| over the photo's);
 - writes table.md, per_image.csv and crops.png: 100 % crops, photo | ours | upscale | bicubic.
 
-Settings under test go in with --set (JSON of `SamplingConfig` fields, "patch" taking
-`PatchConfig` fields), applied to the full-size run's samples only.
+Settings under test go in with --set (JSON as `sampling_sweep.py` takes it: `SamplingConfig`
+fields, "patch" taking `PatchConfig` fields, or a user's sampling options such as
+{"steps": 4}), applied to the full-size run's samples only.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from sampling_sweep import split_setting, with_setting
 
 import sindiffusion
 from sindiffusion import apps
@@ -62,14 +64,12 @@ def run_measured(cmd: list[str], threads: int) -> tuple[float, float, str]:
     that child's own peak, not the largest of all children so far."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
-    with open(os.devnull, "w") as devnull:
-        out_file = Path(f"/tmp/fullres-{os.getpid()}.out")
-        with open(out_file, "w") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=devnull, env=env)
-            _, status, usage = os.wait4(proc.pid, 0)
+    with tempfile.TemporaryFile("w+") as out:  # a file, not a pipe: wait4 cannot drain one
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        out.seek(0)
+        text = out.read()
     wall = time.perf_counter() - t0
-    text = out_file.read_text()
-    out_file.unlink()
     if status != 0:
         raise SystemExit(f"{' '.join(cmd)} failed (status {status}); run it alone to see why.")
     return wall, usage.ru_maxrss * 1024 / GB, text
@@ -91,18 +91,14 @@ def train_run(image: str, folder: Path, max_size: int, minutes: float, threads: 
 
 def child_sample(run: str, k: int, out: str, settings: str) -> None:
     """Child mode: k samples of the run at its size, timed after a small warm-up, saved."""
-    ckpt = load_checkpoint(run)
-    cfg = ckpt.config.copy()
-    changes = json.loads(settings)
-    patch = changes.pop("patch", {})
-    cfg.sampling = dataclasses.replace(cfg.sampling, **changes)
-    cfg.sampling.patch = dataclasses.replace(cfg.sampling.patch, **patch)
-    model = sindiffusion.SinDiffusion(cfg, ckpt.images, ckpt.ema, checkpoint=ckpt)
-    model.sample(1, size=(256, 256), seed=999)  # oneDNN picks its kernels on the first call
+    setting = json.loads(settings)
+    model = sindiffusion.SinDiffusion.from_checkpoint(with_setting(load_checkpoint(run), setting))
+    options = split_setting(setting)[1]
+    model.sample(1, size=(256, 256), seed=999, **options)  # oneDNN picks its kernels first
     times = []
     for i in range(k):
         t0 = time.perf_counter()
-        x = model.sample(1, seed=i)
+        x = model.sample(1, seed=i, **options)
         times.append(time.perf_counter() - t0)
         save_image(x[0], Path(out) / f"{i}.png")
     print(json.dumps({"s_per_sample": sum(times) / k}))
