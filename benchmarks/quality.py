@@ -240,17 +240,24 @@ def write_csv(
     atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
 
 
+# Training fields that change when and what a run saves and previews, not its weights.
+UNWEIGHTED_TRAIN_FIELDS = ("checkpoint_every", "preview_every", "preview_steps")
+
+
 # --- methods ------------------------------------------------------------------------------------
 def run_status(
     run_dir: Path, config: Config, minutes: float | None, steps: int | None
 ) -> tuple[str, Checkpoint | None]:
     """The state of a cached run folder: "missing", "stale" (trained with another config),
     "partial" (budget not spent: resume it) or "finished"; and its checkpoint, if any, with
-    `config`'s sampling settings (a run differing only in those is not retrained)."""
+    `config`'s sampling settings (a run differing only in those, or in how often it saved
+    and previewed, is not retrained: they do not change the weights)."""
     if not checkpoint_path(run_dir).exists():
         return "missing", None
     ckpt = load_checkpoint(run_dir)
-    adopted = dataclasses.replace(ckpt.config, sampling=config.sampling)
+    cadence = {k: getattr(config.train, k) for k in UNWEIGHTED_TRAIN_FIELDS}
+    train = dataclasses.replace(ckpt.config.train, **cadence)
+    adopted = dataclasses.replace(ckpt.config, sampling=config.sampling, train=train)
     if adopted.to_dict() != config.to_dict():
         return "stale", ckpt
     ckpt.config = adopted
