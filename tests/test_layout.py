@@ -12,7 +12,7 @@ import sindiffusion
 from sindiffusion import SinDiffusion
 from sindiffusion.errors import SinDiffusionError
 from sindiffusion.layout import Hybrid, layout_cut, layout_mismatch
-from sindiffusion.schedules import split_sigmas
+from sindiffusion.schedules import karras_sigmas, placed_sigmas, split_sigmas
 
 
 def test_mismatch_is_zero_for_the_image_and_grows_with_foreign_or_missing_content():
@@ -276,6 +276,33 @@ def test_split_schedule_gives_the_layout_and_the_network_their_own_steps():
     assert len(variant(model, hybrid_steps=0).sigmas(4)) == 5
 
 
+def test_placed_schedule_keeps_the_given_layout_levels_above_the_switch():
+    sigmas = placed_sigmas(0.006, 80.0, 0.15, [1.6, 6.5, 0.4, 0.1, 90.0], 3)
+    top = [80.0, (80.0 * 6.5) ** 0.5, 6.5, 1.6, 0.4]  # 0.1 and 90 are outside (0.15, 80)
+    torch.testing.assert_close(sigmas[:5], torch.tensor(top))
+    assert torch.equal(sigmas[5:], karras_sigmas(3, 0.006, 0.15))
+
+
+def test_layout_levels_place_one_level_on_each_named_pyramid_level(hybrid_model):
+    levels = ((0, 0.65), (-1, 0.45), 0.45, 0.35)  # a number: a sigma of the canvas itself
+    model = variant(hybrid_model, hybrid_sigma=0.3, layout_levels=levels)
+    den, sigmas = model.patch, model.sigmas(4)
+    coarse, fine = 0.65 / den.levels[0].gain, 0.45 / den.levels[-1].gain
+    assert den.levels[-1].gain == 1  # so 0.45 twice is one level
+    assert len(sigmas) == 2 + 3 + 4 + 1  # sigma_max and its mean with `coarse`, 3 placed, 4 + 0
+    torch.testing.assert_close(sigmas[2:5], torch.tensor([coarse, fine, 0.35]))
+    assert den.level_of(coarse) == 0 and den.level_of(fine) == len(den.levels) - 1
+    x = model.sample(n=1, seed=0)
+    assert x.shape == (1, 3, 32, 32) and not torch.equal(x, hybrid_model.sample(n=1, seed=0))
+    with pytest.raises(SinDiffusionError, match="names pyramid level 9, but the layout has"):
+        variant(hybrid_model, layout_levels=((9, 0.65),)).sample(n=1)
+    for bad in ([[0]], [[0, -1.0]], "0.65", [[True, 0.5]], [-0.4], [True]):
+        with pytest.raises(SinDiffusionError, match="layout_levels is"):
+            sindiffusion.config.SamplingConfig(layout_levels=bad)
+    cfg = model.config.copy()  # a JSON round trip gives the pairs back as tuples
+    assert type(cfg).from_dict(cfg.to_dict()).sampling.layout_levels == levels
+
+
 def test_a_shift_moves_the_position_prior_per_row(hybrid_model):
     den = hybrid_model.patch
     g = torch.Generator().manual_seed(0)
@@ -335,6 +362,7 @@ def test_the_saved_config_round_trips_and_old_checkpoints_load():
     # The preset's switch, prior and layout patches then: a checkpoint keeps its own.
     cfg.sampling.patch.prior, cfg.sampling.patch.patch_size, cfg.sampling.patch.stride = 0.027, 7, 4
     cfg.sampling.hybrid_sigma, cfg.sampling.patch.finest = 0.7, None
+    cfg.sampling.layout_levels = ()  # its 5 log-spaced layout levels
     assert Config.from_dict(old) == cfg
     old["diffusion"]["layout_prior"] = 0  # 0 meant "no prior"
     assert Config.from_dict(old).sampling.patch.prior is None

@@ -55,15 +55,15 @@ def test_pinned_ancestral_ddpm_sample(tiny_model):
 
 def test_pinned_fast_preset_sample(fast_model):
     x = fast_model.sample(n=1, seed=0)
-    close(x[0, :, 12, 8:12], [0.0652, -0.0788, -0.0310, -0.0722, 0.3669, 0.4103,
-                              0.4746, 0.3866, 0.4396, 0.4425, 0.4102, 0.3369])  # fmt: skip
+    close(x[0, :, 12, 8:12], [0.0301, -0.1048, -0.0745, -0.0999, 0.3761, 0.3916,
+                              0.4289, 0.3599, 0.4308, 0.4043, 0.3714, 0.3209])  # fmt: skip
 
 
 def test_pinned_outpaint_with_candidates_and_autoguidance(fast_model):
     x = apps.outpaint(fast_model, extend={"right": 16}, n=1, seed=0, candidates=3,
                       autoguidance=0.3)  # fmt: skip
-    close(x[0, :, 12, 34:38], [-0.4769, -0.2383, -0.2213, -0.2090, -0.2190, -0.0848,
-                               0.0181, 0.0385, 0.1404, 0.1912, 0.3927, 0.2136])  # fmt: skip
+    close(x[0, :, 12, 34:38], [-0.4741, -0.2787, -0.3483, -0.3676, -0.1804, -0.1238,
+                               -0.1270, -0.1062, 0.2416, 0.3072, 0.4656, 0.3264])  # fmt: skip
 
 
 def test_pinned_patch_denoiser():

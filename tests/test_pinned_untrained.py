@@ -119,8 +119,8 @@ def hybrid():
 
 def test_pinned_hybrid_sample(hybrid):
     close(hybrid.sample(n=1, seed=0)[0, :, 12, 8:12],
-          [0.2585, -0.9751, -0.2040, 0.1708, 0.0642, 0.6990,
-          1.0000, 0.6283, 0.6834, 0.1200, 0.0572, -0.1059])  # fmt: skip
+          [0.2795, -0.7795, -0.2676, 0.1286, 0.1264, 0.7494,
+          0.8755, 0.6096, 0.5742, 0.1619, 0.1006, 0.1068])  # fmt: skip
 
 
 def test_pinned_renoised_hybrid_sample(hybrid):
@@ -142,11 +142,11 @@ def test_pinned_inpaint(hybrid):
     mask = torch.zeros(32, 32, dtype=torch.bool)
     mask[8:24, 4:20] = True
     x = apps.inpaint(hybrid, mask, n=1, seed=0, steps=3)
-    close(x[0, :, 12, 8:12], [0.0720, -0.3341, -0.4713, -0.7560, 0.0040, -0.5095,
-          -0.2667, 0.2953, 0.0479, -0.6130, -0.2853, 0.0488])  # fmt: skip
+    close(x[0, :, 12, 8:12], [-0.0832, -0.3973, -0.4596, -0.4792, -0.1951, -0.2595,
+          -0.3792, 0.3869, -0.1428, 0.1148, -0.4434, 0.3763])  # fmt: skip
 
 
 def test_pinned_tiled_mirrored_sample(hybrid):
     x = hybrid.sample(n=1, seed=0, tile=True, mirror="x", candidates=1, size=(24, 40))
-    close(x[0, :, 12, 8:12], [-0.8104, 0.0947, -0.3763, 0.0698, 0.2622, 0.6928,
-          -0.1601, 0.0121, 0.1993, 0.3880, 0.0335, 0.5112])  # fmt: skip
+    close(x[0, :, 12, 8:12], [-0.5941, 0.2847, -0.0982, 0.3686, 0.1703, 0.4833,
+          -0.3341, -0.1535, 0.1893, 0.3420, -0.0564, 0.1171])  # fmt: skip

@@ -228,6 +228,26 @@ class PatchDenoiser(nn.Module):
         handovers = [self.cfg.handover / lev.gain for lev in self.levels[:-1]]
         return pyramid_sigmas(steps, self.sigma_min, self.sigma_max, handovers)
 
+    def level_sigmas(self, entries: Sequence[float | tuple[int, float]]) -> list[float]:
+        """The sigma of each entry: a number is a sigma already; a (level, own) pair is where
+        pyramid level `level` (0 = coarsest, -1 = finest) sees noise `own` of its own (sigma
+        times its noise gain); `level_of` picks that level there when `own` is at least
+        `handover` and no coarser level sees as much."""
+        n = len(self.levels)
+        sigmas = []
+        for entry in entries:
+            if not isinstance(entry, (tuple, list)):
+                sigmas.append(float(entry))
+                continue
+            level, own = entry
+            if not -n <= level < n:
+                raise SinDiffusionError(
+                    f"sampling.layout_levels names pyramid level {level}, but the layout has "
+                    f"{n} levels; name levels from 0 (coarsest) to {n - 1}, or -1 (finest)."
+                )
+            sigmas.append(own / self.levels[level].gain)
+        return sigmas
+
     def level_of(self, sigma: float) -> int:
         """Index of the pyramid level (0 = coarsest) that denoises at this sigma: the coarsest
         level whose own noise level, sigma times its noise gain, is still above `handover`."""

@@ -35,6 +35,7 @@ from .samplers import Sampler, get_sampler, resampled, sample_dpmpp_2m
 from .schedules import (
     at_or_below,
     network_sigmas,
+    placed_sigmas,
     renoise_sigmas,
     resampled_steps,
     sigma_range,
@@ -184,18 +185,23 @@ def settings(config: SamplingConfig, options: SamplingOptions) -> SamplingConfig
 
 def schedule(parts: Parts, opts: SamplingConfig) -> torch.Tensor:
     """The call's noise levels, decreasing, then 0: the patch denoiser's own (zero-training),
-    the network's, or, for a hybrid with `hybrid_steps` > 0, split at the switch."""
+    the network's, or, for a hybrid with `layout_levels` or `hybrid_steps` > 0, split at the
+    switch (the layout's levels placed on the patch pyramid, or log-spaced)."""
     if parts.network is None:
         assert parts.patch is not None
         return parts.patch.sampling_sigmas(opts.steps)
     lo, hi = sigma_range(parts.diffusion, opts.sigma_min, opts.sigma_max)
-    if parts.hybrid and opts.hybrid_steps > 0:
+    if parts.hybrid and (opts.layout_levels or opts.hybrid_steps > 0):
         if opts.hybrid_sigma >= hi:
             raise SinDiffusionError(
                 f"sampling.hybrid_sigma ({opts.hybrid_sigma:g}) must be below sigma_max "
-                f"({hi:g}) when sampling.hybrid_steps is above 0; lower it or set "
-                "hybrid_steps to 0."
+                f"({hi:g}) for a split schedule; lower it, or set hybrid_steps to 0 and "
+                "layout_levels to []."
             )
+        if opts.layout_levels:
+            assert parts.patch is not None
+            layout = parts.patch.level_sigmas(opts.layout_levels)
+            return placed_sigmas(lo, hi, opts.hybrid_sigma, layout, opts.steps)
         return split_sigmas(lo, hi, opts.hybrid_sigma, opts.hybrid_steps, opts.steps)
     return network_sigmas(parts.diffusion, opts.steps, lo, hi)
 

@@ -5,7 +5,7 @@
 - `karras_sigmas`: Karras et al.'s rho-spaced levels, the EDM network's schedule;
 - `network_sigmas`, `sigma_range`: the levels a trained network samples from;
 - `split_sigmas`: a hybrid model's schedule, log-spaced for the layout above the switch,
-  Karras below it for the network;
+  Karras below it for the network; `placed_sigmas`: the same with given layout levels;
 - `pyramid_sigmas`: the closed-form patch denoiser's own, an equal share of the steps per
   pyramid level;
 - `renoise_sigmas`, `at_or_below`: the network's levels that finish a renoised layout, and
@@ -76,6 +76,19 @@ def split_sigmas(
     high = torch.linspace(top, bottom, layout_steps + 1, dtype=torch.float64)[:-1]
     low = karras_sigmas(max(1, int(steps)), sigma_min, switch)
     return torch.cat([high.exp().float(), low])
+
+
+def placed_sigmas(
+    sigma_min: float, sigma_max: float, switch: float, layout: Sequence[float], steps: int
+) -> torch.Tensor:
+    """A split schedule whose layout levels are given: sigma_max, its geometric mean with the
+    largest of `layout`, then `layout`'s levels above the switch, largest first; then `steps`
+    Karras levels from the switch down to sigma_min, then 0 (as `split_sigmas`). A layout
+    level at or below the switch, or at or above sigma_max, is left out."""
+    inner = sorted({float(s) for s in layout if switch < s < sigma_max}, reverse=True)
+    top = [sigma_max, math.sqrt(sigma_max * inner[0])] if inner else [sigma_max]
+    low = karras_sigmas(max(1, int(steps)), sigma_min, switch)
+    return torch.cat([torch.tensor(top + inner, dtype=torch.float32), low])
 
 
 def pyramid_sigmas(
