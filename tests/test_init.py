@@ -11,7 +11,7 @@ from conftest import natural_tensor
 import sindiffusion
 from sindiffusion import SinDiffusion
 from sindiffusion.cli import main
-from sindiffusion.config import Config, ModelConfig, preset
+from sindiffusion.config import Config, ModelConfig, SamplingConfig, preset
 from sindiffusion.diffusion import Denoiser
 from sindiffusion.errors import SinDiffusionError
 from sindiffusion.guidance import Autoguidance
@@ -124,6 +124,13 @@ def test_autoguidance_pushes_the_estimate_away_from_the_generic_weights_inside_i
     assert (plain[0] - away[0]).abs().max() > 1e-3  # two steps moved the network already
     # The model's own denoiser below the switch is that autoguided network.
     assert torch.equal(fast_model.denoiser(x, sigma[:1].expand(3))[0], got[0])
+    # A canvas above the pixel limit is not guided (`fast`: half a megapixel).
+    assert s.autoguidance_max_pixels == 1 << 19
+    limited = Autoguidance(net, weak, 0.3, (0.04, 0.15), max_pixels=32 * 32 - 1)
+    assert torch.equal(limited(x, sigma), plain)
+    assert torch.equal(Autoguidance(net, weak, 0.3, (0.04, 0.15), 32 * 32)(x, sigma), got)
+    with pytest.raises(SinDiffusionError, match="autoguidance_max_pixels is 0"):
+        SamplingConfig(autoguidance_max_pixels=0)
 
     off = _with(fast_model, autoguidance=0.0)
     a, b = fast_model.sample(n=1, seed=4), fast_model.sample(n=1, seed=4)

@@ -363,6 +363,7 @@ def test_the_saved_config_round_trips_and_old_checkpoints_load():
     cfg.sampling.patch.prior, cfg.sampling.patch.patch_size, cfg.sampling.patch.stride = 0.027, 7, 4
     cfg.sampling.hybrid_sigma, cfg.sampling.patch.finest = 0.7, None
     cfg.sampling.layout_levels = ()  # its 5 log-spaced layout levels
+    cfg.sampling.autoguidance_max_pixels = None  # guided at every size
     assert Config.from_dict(old) == cfg
     old["diffusion"]["layout_prior"] = 0  # 0 meant "no prior"
     assert Config.from_dict(old).sampling.patch.prior is None

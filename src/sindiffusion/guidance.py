@@ -59,20 +59,28 @@ class Autoguidance:
     estimate becomes D + weight * (D - D_weak), D_weak a weaker network of the same shape and
     preconditioning (the `fast` preset: the `generic` weights the run started from, which know
     natural images but not this one). It pushes the detail further towards what the image
-    taught the network; each guided call costs a second network pass. Weight 0 returns the
-    strong denoiser's output untouched.
+    taught the network; each guided call costs a second network pass. Weight 0, or a canvas
+    of more than `max_pixels` pixels (None: no limit), returns the strong denoiser's output
+    untouched.
     """
 
     def __init__(
-        self, denoiser: Denoise, weak: Denoise, weight: float, sigmas: tuple[float, float]
+        self,
+        denoiser: Denoise,
+        weak: Denoise,
+        weight: float,
+        sigmas: tuple[float, float],
+        max_pixels: int | None = None,
     ):
         self.denoiser, self.weak = denoiser, weak
         self.weight, self.sigmas = float(weight), (float(sigmas[0]), float(sigmas[1]))
+        self.max_pixels = max_pixels
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **extra) -> torch.Tensor:
         sigma = sigma_rows(sigma, x)
         out = self.denoiser(x, sigma, **extra)
-        if self.weight == 0:
+        too_large = self.max_pixels is not None and x.shape[-2] * x.shape[-1] > self.max_pixels
+        if self.weight == 0 or too_large:
             return out
         lo, hi = self.sigmas
         rows = (sigma >= lo) & (sigma <= hi)

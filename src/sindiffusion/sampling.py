@@ -209,14 +209,21 @@ def schedule(parts: Parts, opts: SamplingConfig) -> torch.Tensor:
 def network_denoiser(parts: Parts, opts: SamplingConfig) -> Denoise | None:
     """The network's denoiser, autoguided when `opts.autoguidance` > 0 (and the run has a
     weaker network to guide away from), in blocks on a large canvas (`tiling.Blocks`); None
-    in zero-training mode."""
-    network = parts.network
-    if network is not None and opts.autoguidance > 0:
+    in zero-training mode. Autoguidance wraps the blocks, so it sees the whole canvas (and
+    skips one of more than `opts.autoguidance_max_pixels`); its blend is linear, so guiding
+    block by block would give the same."""
+    if parts.network is None:
+        return None
+    # A canvas of more than a megapixel is denoised in blocks, so memory stays bounded.
+    network: Denoise = Blocks(parts.network)
+    if opts.autoguidance > 0:
         weak = parts.weak()
         if weak is not None:  # a run from random weights has nothing to guide away from
-            network = Autoguidance(network, weak, opts.autoguidance, opts.autoguidance_sigmas)
-    # A canvas of more than a megapixel is denoised in blocks, so memory stays bounded.
-    return Blocks(network) if network is not None else None
+            network = Autoguidance(
+                network, Blocks(weak), opts.autoguidance, opts.autoguidance_sigmas,
+                opts.autoguidance_max_pixels,
+            )  # fmt: skip
+    return network
 
 
 def base_denoiser(parts: Parts, opts: SamplingConfig) -> Denoise:
