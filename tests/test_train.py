@@ -17,6 +17,7 @@ import sindiffusion
 from sindiffusion.checkpoint import load_checkpoint, read_log, save_checkpoint
 from sindiffusion.errors import CheckpointError, SinDiffusionWarning, TrainingDiverged
 from sindiffusion.image import load_image
+from sindiffusion.trainer import Trainer
 
 
 def test_loss_falls_clearly_within_100_steps(image_file):
@@ -121,6 +122,19 @@ def test_minutes_budget_stops_and_saves(image_file, tmp_path):
     log = read_log(tmp_path / "r")
     assert len(log) == ckpt.step and log[-1][3] >= 1.2
     assert all(row[3] < 1.2 for row in log[:-1])
+
+
+def test_a_budget_is_wall_time_and_keeps_time_for_the_last_preview(tmp_path):
+    # A checkpoint after every step takes about as long as a tiny step: counted as training
+    # time only, a 1.8 s budget would take twice that.
+    config = tiny_config(checkpoint_every=1, preview_every=1)
+    trainer = Trainer(natural_tensor(32, 32), config, run_dir=tmp_path / "r")
+    t0 = time.perf_counter()
+    trainer.run(minutes=0.03, progress=False)
+    wall = time.perf_counter() - t0
+    assert wall < 1.8 * 1.4 + 2 * trainer.last_preview_seconds
+    # It stopped when what was left no longer held the last preview (the one before's time).
+    assert trainer.final_preview > 0 and trainer.elapsed + trainer.final_preview >= 1.8
 
 
 def test_a_short_time_budget_trains_the_fast_preset_on_smaller_crops(image_file, tmp_path):

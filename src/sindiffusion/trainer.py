@@ -190,6 +190,8 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.preview_seconds = 0.0  # time spent drawing previews
+        self.last_preview_seconds = 0.0  # the last one's
+        self.final_preview = 0.0  # time kept back from a budget for the last preview
         self.budget: float | None = None  # seconds; set by run(minutes=...)
         self.log: list[tuple[int, float, float, float]] = []  # step, loss, lr, elapsed (s)
         self.saved_step: int | None = None  # step of the last checkpoint written
@@ -288,7 +290,8 @@ class Trainer:
         callback: Callable[[dict], None] | None = None,
     ) -> dict:
         """Train until `steps` (default: the config's, or no step limit with `minutes`) or
-        `minutes` of training time in total.
+        `minutes` of wall time in total, checkpoints and previews included (the last preview
+        too, estimated from the one before).
 
         Saves a checkpoint every `checkpoint_every` steps or `checkpoint_minutes` of wall time,
         whichever comes first, at the end, on Ctrl-C and on SIGTERM
@@ -319,7 +322,15 @@ class Trainer:
             raise lost from e
         finally:
             bar.close()
-        self.save()
+        try:
+            if stopped_by is None and self.run_dir is not None:
+                # Drawn before the last save, so the run's time includes it (a budget's run
+                # ends at its budget, and `train-many` sees it finished).
+                t0 = time.perf_counter()
+                self.preview()
+                self.elapsed += time.perf_counter() - t0
+        finally:
+            self.save()
         if stopped_by == "SIGTERM":
             warnings.warn(
                 f"training stopped by SIGTERM after step {self.step}; the checkpoint is saved: "
@@ -327,8 +338,6 @@ class Trainer:
                 SinDiffusionWarning,
                 stacklevel=2,
             )
-        if stopped_by is None and self.run_dir is not None:
-            self.preview()
         return {
             "step": self.step,
             "loss": self.log[-1][1] if self.log else float("nan"),
@@ -341,14 +350,18 @@ class Trainer:
         SIGTERM stopped them (in any process, after the same step in every one), else None."""
         tc = self.config.train
         t_last = saved_at = time.perf_counter()
+        # A budget is wall time: checkpoints and previews count (each step's time runs from the
+        # end of the last one), and the run stops early enough for its last preview, which
+        # takes about as long as the one before (a large photo's take tens of seconds).
         while (total is None or self.step < total) and not (
-            self.budget and self.elapsed >= self.budget
+            self.budget and self.elapsed + self.final_preview >= self.budget
         ):
             lr = self.learning_rate(total)
             loss = self.train_step(lr)
             self.step += 1
             now = time.perf_counter()
             self.elapsed = self.team.clock(self.elapsed + now - t_last)
+            t_last = now
             self.team.after_step(self.step)
             self.log.append((self.step, loss, lr, self.elapsed))
             bar.update(1)
@@ -363,11 +376,13 @@ class Trainer:
                 self.save()
                 saved_at = time.perf_counter()
             # The one at the end is always drawn (`run`).
-            if tc.preview_every and self.step % tc.preview_every == 0 and self.preview_affordable:
-                self.preview()
+            if tc.preview_every and self.step % tc.preview_every == 0:
+                if self.preview_affordable:
+                    self.preview()
+                # Every process stops at the same step: rank 0's (the drawing one's) estimate.
+                self.final_preview = self.team.clock(self.last_preview_seconds)
             if self.team.any(sigterm.received):
                 return "SIGTERM"
-            t_last = time.perf_counter()  # checkpoint and preview time is not training time
         return None
 
     def _kept(self) -> str:
@@ -393,7 +408,8 @@ class Trainer:
         model = SinDiffusion.from_checkpoint(self.checkpoint(), device=self.device)
         grid = preview_grid(model, n, steps=self.config.train.preview_steps)
         path = save_image(grid, self.run_dir / "previews" / f"step-{self.step:06d}.png")
-        self.preview_seconds += time.perf_counter() - t0
+        self.last_preview_seconds = time.perf_counter() - t0
+        self.preview_seconds += self.last_preview_seconds
         return path
 
 
@@ -433,7 +449,8 @@ def train(
     to its pixels; samples default to the first one's size);
     preset: "fast" (the default, minutes on a CPU) or "paper" (the published recipe);
     out: run folder for checkpoints, previews and logs (None: keep nothing on disk);
-    steps / minutes: stop after this many steps or this much training time in total;
+    steps / minutes: stop after this many steps or this much wall time in total (previews
+        and checkpoints included);
     max_size: long side of the training image in px (default: the config's, 250);
     config: a full `Config` instead of a preset (not both);
     resume: continue from `out`'s checkpoint with the run's own image and config. Anything

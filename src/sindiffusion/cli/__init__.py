@@ -60,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", default="sindiffusion-demo", help="output folder (default ./sindiffusion-demo)"
     )
-    p.add_argument("--minutes", type=positive_float, default=3.0, help="training time (default 3)")
+    p.add_argument(
+        "--minutes",
+        type=positive_float,
+        default=3.0,
+        help="training minutes, previews included (default 3)",
+    )
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("train-many", help="train one model per image of a folder (shardable)")

@@ -138,7 +138,11 @@ def add_training(p: argparse.ArgumentParser) -> None:
     )
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=positive_int, help="optimiser steps (default: preset's)")
-    budget.add_argument("--minutes", type=positive_float, help="training-time budget in minutes")
+    budget.add_argument(
+        "--minutes",
+        type=positive_float,
+        help="wall-time budget in minutes, previews and checkpoints included",
+    )
     p.add_argument(
         "--init",
         choices=("generic", "random"),
