@@ -75,6 +75,16 @@ def test_candidates_choose_among_layouts_and_stay_seeded(hybrid_model):
     assert calls == list(range(6))  # one report per step, layout search included
 
 
+def test_a_large_canvas_draws_its_candidates_a_few_at_a_time(hybrid_model, monkeypatch):
+    # Row by row through the first stage (as a 12-megapixel canvas is): the same samples,
+    # one report per step.
+    whole = hybrid_model.sample(n=2, seed=3, candidates=3)
+    monkeypatch.setattr(sindiffusion.sampling, "CANDIDATE_PIXELS", 32 * 32)
+    calls = []
+    rows = hybrid_model.sample(n=2, seed=3, candidates=3, callback=lambda i: calls.append(i["i"]))
+    assert torch.equal(whole, rows) and calls == list(range(6))
+
+
 def test_candidates_are_compared_before_the_last_layout_level():
     five = torch.tensor([80.0, 20.0, 5.0, 2.0, 1.0, 0.5, 0.1, 0.0])  # 5 levels above 0.7
     assert layout_cut(five, 0.7) == 4  # the 1.0 level runs once per sample
@@ -301,6 +311,20 @@ def test_layout_levels_place_one_level_on_each_named_pyramid_level(hybrid_model)
             sindiffusion.config.SamplingConfig(layout_levels=bad)
     cfg = model.config.copy()  # a JSON round trip gives the pairs back as tuples
     assert type(cfg).from_dict(cfg.to_dict()).sampling.layout_levels == levels
+
+
+def test_placed_layout_starts_where_the_coarsest_level_sees_pure_noise(hybrid_model):
+    # A large photo's coarsest level shrinks noise so much that sigma_max is not pure noise
+    # to it: the schedule then starts at the patch denoiser's own top instead.
+    levels = ((0, 0.65), (-1, 0.45))
+    top = hybrid_model.patch.sigma_max
+    assert top == 2.0 / hybrid_model.patch.levels[0].gain
+    low = variant(hybrid_model, hybrid_sigma=0.3, layout_levels=levels, sigma_max=top / 2)
+    assert float(low.sigmas(4)[0]) == pytest.approx(top)
+    high = variant(hybrid_model, hybrid_sigma=0.3, layout_levels=levels, sigma_max=top * 2)
+    assert float(high.sigmas(4)[0]) == pytest.approx(top * 2)
+    old = variant(hybrid_model, hybrid_sigma=0.3, hybrid_steps=3, sigma_max=top / 2)
+    assert float(old.sigmas(4)[0]) == pytest.approx(top / 2)  # older runs' schedule unchanged
 
 
 def test_a_shift_moves_the_position_prior_per_row(hybrid_model):

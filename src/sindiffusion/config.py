@@ -224,8 +224,9 @@ class SamplingConfig:
     # log-spaced from sigma_max down to the switch for the layout, then `steps` Karras levels
     # below it for the network; 0 = one schedule of `steps` levels across both
     layout_levels: tuple[float | tuple[int, float], ...] = ()  # the layout's levels placed
-    # on the patch pyramid instead of `hybrid_steps` log-spaced ones: sigma_max, its geometric
-    # mean with the next, then one level per entry: a (pyramid level, noise) pair at the sigma
+    # on the patch pyramid instead of `hybrid_steps` log-spaced ones: sigma_max (or the
+    # higher sigma where the coarsest pyramid level sees pure noise), its geometric mean
+    # with the next, then one level per entry: a (pyramid level, noise) pair at the sigma
     # where that pyramid level (0 = coarsest, -1 = finest) sees that much noise of its own, a
     # number at that sigma of the canvas itself; () = off
     candidates: int = 1  # layouts drawn per sample above hybrid_sigma, the one whose coarse

@@ -50,6 +50,7 @@ MAX_PIXELS_PER_BATCH = 1 << 20  # samples are drawn in chunks of about this many
 # layout drawn (the sampler's copies), per pixel of the patch denoiser's finest level, per
 # pixel of a network block (a 32-channel network), and Python with torch.
 ROW_BYTES = 128
+CANDIDATE_PIXELS = 1 << 23  # rows times pixels the first stage draws at once (`_denoise`)
 PATCH_BYTES = 700
 NETWORK_BYTES = 1400
 BASE_BYTES = 600 * 2**20
@@ -123,7 +124,8 @@ class Plan:
         layout, the patch denoiser's patches at its finest level, and the network on one
         block (`tiling.Blocks`) of the canvas."""
         pixels = h * w
-        need = pixels * (self.rows * ROW_BYTES + PATCH_BYTES * self.patch_scale**2)
+        rows = min(self.rows, max(1, CANDIDATE_PIXELS // pixels))  # at once (`_denoise`)
+        need = pixels * (rows * ROW_BYTES + PATCH_BYTES * self.patch_scale**2)
         if self.network_width:
             block = min(pixels, BLOCK * BLOCK)
             need += block * NETWORK_BYTES * self.network_width / 32
@@ -201,7 +203,11 @@ def schedule(parts: Parts, opts: SamplingConfig) -> torch.Tensor:
         if opts.layout_levels:
             assert parts.patch is not None
             layout = parts.patch.level_sigmas(opts.layout_levels)
-            return placed_sigmas(lo, hi, opts.hybrid_sigma, layout, opts.steps)
+            # From where the coarsest pyramid level sees pure noise, if that is above
+            # sigma_max: a large photo's coarsest level shrinks noise far more (at 4000 px,
+            # sigma 80 is 0.4 of its own, and its layouts were the starting noise's blots).
+            top = max(hi, parts.patch.sigma_max)
+            return placed_sigmas(lo, top, opts.hybrid_sigma, layout, opts.steps)
         return split_sigmas(lo, hi, opts.hybrid_sigma, opts.hybrid_steps, opts.steps)
     return network_sigmas(parts.diffusion, opts.steps, lo, hi)
 
@@ -352,7 +358,8 @@ def run_chunks(
     plan of one row per result (no candidates).
     max_pixels: results are drawn in chunks of about this many pixels (candidates counted);
     None draws all n at once. callback(info) after every sampler step: i (counted over the
-    whole plan), x, sigma, sigma_next, denoised.
+    whole plan), x, sigma, sigma_next, denoised (of the last rows only where a large canvas's
+    candidate layouts are drawn a few at a time, `CANDIDATE_PIXELS`).
     """
     if not (isinstance(n, int) and n >= 1):
         raise SinDiffusionError(f"n is {n}; ask for at least 1 image.")
@@ -409,8 +416,25 @@ def _denoise(
     """Run the plan's stages on x (rows * results, 3, h, w) at the first stage's first level;
     between two stages keep each result's closest candidate (and renoise it)."""
     first = plan.stages[0]
-    x = first.sampler(first.denoiser, x, first.sigmas, generator=generator,
-                      callback=lambda info: report(info, 0), extra_args=extra)  # fmt: skip
+    # A large canvas's candidate layouts go through the first stage a few rows at a time:
+    # the sampler's copies of four 12-megapixel layouts took 10.7 GB, where a sample's
+    # network stage takes 7. Only the last chunk reports its steps (one report per step).
+    step = max(1, CANDIDATE_PIXELS // (x.shape[-2] * x.shape[-1]))
+    chunks = []
+    for a in range(0, x.shape[0], step):
+        b = min(a + step, x.shape[0])
+        last = b == x.shape[0]
+        chunks.append(
+            first.sampler(
+                first.denoiser,
+                x[a:b],
+                first.sigmas,
+                generator=generator,
+                callback=(lambda info: report(info, 0)) if last else None,
+                extra_args={k: v[a:b] for k, v in extra.items()},
+            )
+        )
+    x = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
     if plan.kind is Kind.ONE:
         return x
     second = plan.stages[1]
