@@ -2,7 +2,7 @@
 and compare with the same photo trained at 250 px and enlarged (by our `upscale`, and bicubic).
 
     python3 benchmarks/fullres.py /work/hd/00142.png --max-size 1024 --minutes 10
-    python3 benchmarks/fullres.py eifeel.jpg --max-size 4000 --minutes 30 --k 2
+    python3 benchmarks/fullres.py eifeel.jpg --max-size 4000 --minutes 30 --k 1 --no-upscale
 
 For each image (the HD set is the GPDM repository's `data/images/SR/`, see docs/full-resolution.md):
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -42,6 +43,7 @@ from sampling_sweep import split_setting, with_setting
 import sindiffusion
 from sindiffusion import apps
 from sindiffusion.checkpoint import load_checkpoint
+from sindiffusion.config import preset as preset_config
 from sindiffusion.image import (
     atomic_write,
     from_uint8,
@@ -92,7 +94,11 @@ def train_run(image: str, folder: Path, max_size: int, minutes: float, threads: 
 def child_sample(run: str, k: int, out: str, settings: str) -> None:
     """Child mode: k samples of the run at its size, timed after a small warm-up, saved."""
     setting = json.loads(settings)
-    model = sindiffusion.SinDiffusion.from_checkpoint(with_setting(load_checkpoint(run), setting))
+    # A cached run samples with today's settings of its preset (as the quality benchmark's).
+    ckpt = load_checkpoint(run)
+    today = preset_config(ckpt.config.preset).sampling
+    ckpt = dataclasses.replace(ckpt, config=dataclasses.replace(ckpt.config, sampling=today))
+    model = sindiffusion.SinDiffusion.from_checkpoint(with_setting(ckpt, setting))
     options = split_setting(setting)[1]
     model.sample(1, size=(256, 256), seed=999, **options)  # oneDNN picks its kernels first
     times = []
@@ -180,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=4, help="samples per method (4)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (2)")
     p.add_argument("--set", default="{}", help="sampling settings of the full run (JSON)")
+    p.add_argument(
+        "--no-upscale",
+        action="store_true",
+        help="leave out the 250 px model's `upscale` (at 4000 px it takes longer than ours)",
+    )
     p.add_argument("--out", default="bench-out/fullres", help="output folder")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -210,16 +221,15 @@ def main(argv: list[str] | None = None) -> int:
         real = load_image(image, max_size=args.max_size)
         h, w = real.shape[-2:]
         low_samples = low_model.sample(args.k, seed=0)
-        t0 = time.perf_counter()
-        up = torch.stack([enlarge(low_model, s, (h, w), i) for i, s in enumerate(low_samples)])
-        up_s = (time.perf_counter() - t0) / args.k
         bicubic = resize(low_samples, (h, w), mode="bicubic").clamp(-1, 1)
         ours = load_samples(ours_dir, args.k)
-        methods = {
-            f"ours at {args.max_size} px": (ours, trained, sample_s, sample_gb),
-            f"{LOW} px + upscale": (up, low, up_s, float("nan")),
-            f"{LOW} px + bicubic": (bicubic, low, 0.0, float("nan")),
-        }
+        methods = {f"ours at {args.max_size} px": (ours, trained, sample_s, sample_gb)}
+        if not args.no_upscale:
+            t0 = time.perf_counter()
+            up = [enlarge(low_model, s, (h, w), i) for i, s in enumerate(low_samples)]
+            up_s = (time.perf_counter() - t0) / args.k
+            methods[f"{LOW} px + upscale"] = (torch.stack(up), low, up_s, float("nan"))
+        methods[f"{LOW} px + bicubic"] = (bicubic, low, 0.0, float("nan"))
         for method, (fakes, run_info, secs, gb) in methods.items():
             fakes = from_uint8(to_uint8(fakes))  # scored as saved: 8 bits
             s = hd_scores(real, fakes)
@@ -232,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         cy, cx, c = h // 2 - 128, w // 2 - 128, 256
         crops.append(make_grid([real[:, cy : cy + c, cx : cx + c]]
                                + [m[0][0][:, cy : cy + c, cx : cx + c] for m in methods.values()],
-                               nrow=4))  # fmt: skip
+                               nrow=1 + len(methods)))  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     keys = ["sifid_e", "patch_nn", "pixel_diversity", "copy_32", "detail",
             "train_min", "train_gb", "s_per_sample", "sample_gb"]  # fmt: skip
