@@ -135,6 +135,7 @@ def test_a_budget_is_wall_time_and_keeps_time_for_the_last_preview(tmp_path):
     assert wall < 1.8 * 1.4 + 2 * trainer.last_preview_seconds
     # It stopped when what was left no longer held the last preview (the one before's time).
     assert trainer.final_preview > 0 and trainer.elapsed + trainer.final_preview >= 1.8
+    assert load_checkpoint(tmp_path / "r").elapsed >= 1.8  # spent: `train-many` sees it done
 
 
 def test_a_short_time_budget_trains_the_fast_preset_on_smaller_crops(image_file, tmp_path):

@@ -124,12 +124,17 @@ class Plan:
         layout, the patch denoiser's patches at its finest level, and the network on one
         block (`tiling.Blocks`) of the canvas."""
         pixels = h * w
-        rows = min(self.rows, max(1, CANDIDATE_PIXELS // pixels))  # at once (`_denoise`)
+        rows = min(self.rows, candidate_rows(pixels))  # at once (`_denoise`)
         need = pixels * (rows * ROW_BYTES + PATCH_BYTES * self.patch_scale**2)
         if self.network_width:
             block = min(pixels, BLOCK * BLOCK)
             need += block * NETWORK_BYTES * self.network_width / 32
         return need + BASE_BYTES
+
+
+def candidate_rows(pixels: int) -> int:
+    """How many candidate layouts of `pixels` pixels the first stage draws at once."""
+    return max(1, CANDIDATE_PIXELS // pixels)
 
 
 def variety_settings(
@@ -419,7 +424,8 @@ def _denoise(
     # A large canvas's candidate layouts go through the first stage a few rows at a time:
     # the sampler's copies of four 12-megapixel layouts took 10.7 GB, where a sample's
     # network stage takes 7. Only the last chunk reports its steps (one report per step).
-    step = max(1, CANDIDATE_PIXELS // (x.shape[-2] * x.shape[-1]))
+    # One layout per result (the whole schedule in this stage) stays in one batch.
+    step = candidate_rows(x.shape[-2] * x.shape[-1]) if plan.rows > 1 else x.shape[0]
     chunks = []
     for a in range(0, x.shape[0], step):
         b = min(a + step, x.shape[0])

@@ -324,11 +324,11 @@ class Trainer:
             bar.close()
         try:
             if stopped_by is None and self.run_dir is not None:
-                # Drawn before the last save, so the run's time includes it (a budget's run
-                # ends at its budget, and `train-many` sees it finished).
-                t0 = time.perf_counter()
+                # Drawn before the last save, so the run's time includes it: the time kept
+                # for it, or what it took if longer, so a run stopped for its budget has spent
+                # it (`train-many` and resumed runs see it finished).
                 self.preview()
-                self.elapsed += time.perf_counter() - t0
+                self.elapsed += max(self.last_preview_seconds, self.final_preview)
         finally:
             self.save()
         if stopped_by == "SIGTERM":
