@@ -89,6 +89,18 @@ def test_previews_of_a_large_image_hold_fewer_samples(monkeypatch):
     assert torch.equal(fewer[:, :36, :52], grid[:, :36, :52])  # the training image first
 
 
+def test_a_preview_above_its_pixel_budget_is_one_smaller_canvas_beside_a_crop(monkeypatch):
+    from sindiffusion import trainer, zero_training
+
+    model = zero_training(natural_tensor(32, 48))
+    monkeypatch.setattr(trainer, "PREVIEW_PIXELS", 24 * 36)  # the image holds more
+    grid = trainer.preview_grid(model, 4)
+    assert grid.shape == (3, 2 + 24 + 2, 2 + 2 * (36 + 2))  # crop | one 24 x 36 sample
+    assert torch.equal(grid[:, 2:26, 2:38], model.image[:, 4:28, 6:42])  # the centre crop
+    sample = model.sample(1, size=(24, 36), seed=0)[0]
+    assert torch.equal(grid[:, 2:26, 40:76], sample)  # drawn at the reduced size, seed 0
+
+
 def test_a_sample_that_does_not_fit_in_memory_is_refused_before_it_starts(monkeypatch):
     from sindiffusion import zero_training
 
