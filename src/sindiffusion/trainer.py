@@ -430,8 +430,8 @@ def preview_grid(model: SinDiffusion, n: int = 4, steps: int | None = None) -> t
         n = max(1, min(n, PREVIEW_PIXELS // (h * w)))
         samples = model.sample(n=n, seed=0, steps=steps)
         return make_grid([image, *samples], nrow=n + 1)
-    # A full-size sample of a 4000 px photo took 4 minutes and lifted the training process's
-    # peak from about 3 to 8.7 GB; a megapixel canvas takes seconds and shows the same detail.
+    # A full-size sample of a 4000 px photo takes minutes and gigabytes inside the training
+    # process (docs/notebook/2026-12-06-ninth-session.md); a megapixel canvas shows the detail.
     f = math.sqrt(PREVIEW_PIXELS / (h * w))
     ph, pw = max(MIN_SIDE, round(h * f)), max(MIN_SIDE, round(w * f))
     sample = model.sample(n=1, size=(ph, pw), seed=0, steps=steps)[0]
