@@ -6,10 +6,11 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sindiffusion.config import ModelConfig, preset
 from sindiffusion.errors import SinDiffusionError
-from sindiffusion.unet import UNet, Upsample, count_parameters, measure_receptive_field
+from sindiffusion.unet import GroupNorm, UNet, Upsample, count_parameters, measure_receptive_field
 
 
 @pytest.mark.parametrize("upsample", ["conv", "low_conv"])
@@ -58,3 +59,21 @@ def test_receptive_field_is_a_patch_not_the_image():
 def test_fast_preset_keeps_a_patch_level_receptive_field():
     rf = measure_receptive_field(preset("fast").model)
     assert 60 <= rf <= 140
+
+
+def test_groupnorm_takes_a_bfloat16_input_as_it_is_when_sampling():
+    norm = GroupNorm(4, 16)
+    with torch.no_grad():
+        norm.weight.normal_(generator=torch.Generator().manual_seed(1))
+        norm.bias.normal_(generator=torch.Generator().manual_seed(2))
+    x = torch.randn(2, 16, 64, 64, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    x = x.bfloat16()
+    with torch.no_grad():
+        fast = norm(x)  # the mixed-precision kernel, as in sampling
+    slow = norm(x)  # grad enabled: through float32 and back, as in training
+    assert fast.dtype == slow.dtype == torch.bfloat16
+    # Both take float32 statistics and round once to bfloat16: at most one bfloat16 step apart.
+    step = slow.float().abs().clamp(min=1e-3) * 2**-7
+    assert ((fast.float() - slow.float()).abs() <= step).all()
+    want = F.group_norm(x.float(), 4, norm.weight, norm.bias, norm.eps)
+    assert (fast.float() - want).abs().max() < 0.05
