@@ -10,6 +10,7 @@ from conftest import SMALL_PATCHES, natural_tensor, tiny_config
 
 import sindiffusion
 from sindiffusion import SinDiffusion
+from sindiffusion.config import SamplingOptions
 from sindiffusion.errors import SinDiffusionError
 from sindiffusion.layout import Hybrid, layout_cut, layout_mismatch
 from sindiffusion.schedules import karras_sigmas, placed_sigmas, split_sigmas
@@ -388,6 +389,7 @@ def test_the_saved_config_round_trips_and_old_checkpoints_load():
     cfg.sampling.hybrid_sigma, cfg.sampling.patch.finest = 0.7, None
     cfg.sampling.layout_levels = ()  # its 5 log-spaced layout levels
     cfg.sampling.autoguidance_max_pixels = None  # guided at every size
+    cfg.sampling.hybrid_finest, cfg.sampling.reduced_steps = 0.0, 0  # the same at every size
     assert Config.from_dict(old) == cfg
     old["diffusion"]["layout_prior"] = 0  # 0 meant "no prior"
     assert Config.from_dict(old).sampling.patch.prior is None
@@ -485,3 +487,28 @@ def test_cli_variety_flag_matches_the_api(hybrid_model, tmp_path):
     got = np.asarray(Image.open(out / "sample-000.png"))
     want = to_uint8(hybrid_model.sample(n=1, seed=2, variety=0.5))[0].permute(1, 2, 0).numpy()
     assert np.array_equal(got, want)
+
+
+def test_a_photo_laid_out_from_a_reduced_copy_hands_over_earlier_in_fewer_steps(hybrid_model):
+    from sindiffusion.config import PatchConfig
+
+    reduced = PatchConfig(**{**SMALL_PATCHES, "finest": 16})  # the 32 px image's half-size copy
+    full = variant(hybrid_model, hybrid_sigma=0.3, hybrid_steps=3, hybrid_finest=0.2)
+    half = variant(full, patch=reduced)
+    gain = half.patch.levels[-1].gain
+    assert half.patch.factors[-1] == 0.5 and 0.2 / gain > 0.3
+    # The switch rises to where the half-size level sees noise 0.2 of its own: the network's
+    # levels start there; at full size (gain 1: 0.2 < 0.3) it stays where the config puts it.
+    assert half.prepare()[1].hybrid_sigma == pytest.approx(0.2 / gain)
+    assert full.prepare()[1].hybrid_sigma == 0.3
+    for model, switch in ((half, 0.2 / gain), (full, 0.3)):
+        sigmas = model.sigmas(4)
+        torch.testing.assert_close(sigmas[-5], torch.tensor(switch))
+        assert len(sigmas) == 3 + 4 + 1
+    # 0 turns the rule off.
+    assert variant(half, hybrid_finest=0.0).prepare()[1].hybrid_sigma == 0.3
+    # Such a photo's network runs `reduced_steps` levels unless the call gives its own.
+    cut = variant(half, reduced_steps=2)
+    assert cut.prepare()[1].steps == 2 and len(cut.sigmas()) == 3 + 2 + 1
+    assert cut.prepare(SamplingOptions(steps=4))[1].steps == 4
+    assert variant(full, reduced_steps=2).prepare()[1].steps == full.config.sampling.steps

@@ -139,7 +139,9 @@ class SinDiffusion:
     def prepare(self, options: SamplingOptions | None = None) -> tuple[Parts, SamplingConfig]:
         """What one sampling call with `options` runs on: this model's parts, the layout
         stage's position prior replaced by `options.prior` when given, and the config's
-        sampling settings with the options applied (`sampling.settings`), checked;
+        sampling settings with the options applied (`sampling.settings`), checked, and the
+        layout switch raised and the network's steps cut for a photo laid out from a reduced
+        copy (`hybrid_finest`, `reduced_steps`);
         `options.variety` sets the variation or widens the prior (`variety_settings`).
         Autoguidance asked for explicitly needs a weaker network; the config's is off
         without one."""
@@ -154,6 +156,12 @@ class SinDiffusion:
                     "network to guide away from; leave it at 0."
                 )
             opts.autoguidance = 0.0
+        patch = self.patch if self.network is not None and opts.hybrid_sigma > 0 else None
+        reduced = patch is not None and patch.factors[-1] < 1
+        if patch is not None and reduced and opts.hybrid_finest > 0:
+            opts.hybrid_sigma = max(opts.hybrid_sigma, opts.hybrid_finest / patch.levels[-1].gain)
+        if reduced and opts.reduced_steps > 0 and options.steps is None:
+            opts.steps = opts.reduced_steps
         parts = self.parts
         prior = options.prior
         if options.variety is not None:
