@@ -397,7 +397,7 @@ class _Page:
         info = (
             f"**{name}** · preset {model.config.preset} · {model.step} steps · "
             f"training image {w}x{h} px · sampler {sampling.sampler} "
-            f"({sampling.steps} steps)"
+            f"({model.prepare()[1].steps} steps)"  # a large photo's own (`reduced_steps`)
             + (f" · position prior {sampling.patch.prior}" if model.patch is not None else "")
         )
         return info, _latest_preview(run_dir), str(run_dir / CHECKPOINT)
