@@ -157,11 +157,12 @@ class SinDiffusion:
                 )
             opts.autoguidance = 0.0
         patch = self.patch if self.network is not None and opts.hybrid_sigma > 0 else None
-        reduced = patch is not None and patch.factors[-1] < 1
-        if patch is not None and reduced and opts.hybrid_finest > 0:
-            opts.hybrid_sigma = max(opts.hybrid_sigma, opts.hybrid_finest / patch.levels[-1].gain)
-        if reduced and opts.reduced_steps > 0 and options.steps is None:
-            opts.steps = opts.reduced_steps
+        if patch is not None and patch.factors[-1] < 1:  # laid out from a reduced copy
+            if opts.hybrid_finest > 0:
+                switch = opts.hybrid_finest / patch.levels[-1].gain
+                opts.hybrid_sigma = max(opts.hybrid_sigma, switch)
+            if opts.reduced_steps > 0 and options.steps is None:
+                opts.steps = opts.reduced_steps
         parts = self.parts
         prior = options.prior
         if options.variety is not None:
