@@ -390,6 +390,7 @@ def test_the_saved_config_round_trips_and_old_checkpoints_load():
     cfg.sampling.layout_levels = ()  # its 5 log-spaced layout levels
     cfg.sampling.autoguidance_max_pixels = None  # guided at every size
     cfg.sampling.hybrid_finest, cfg.sampling.reduced_steps = 0.0, 0  # the same at every size
+    cfg.sampling.candidates, cfg.sampling.reduced_candidates = 4, 0  # 4 layouts at every size
     assert Config.from_dict(old) == cfg
     old["diffusion"]["layout_prior"] = 0  # 0 meant "no prior"
     assert Config.from_dict(old).sampling.patch.prior is None
@@ -512,3 +513,9 @@ def test_a_photo_laid_out_from_a_reduced_copy_hands_over_earlier_in_fewer_steps(
     assert cut.prepare()[1].steps == 2 and len(cut.sigmas()) == 3 + 2 + 1
     assert cut.prepare(SamplingOptions(steps=4))[1].steps == 4
     assert variant(full, reduced_steps=2).prepare()[1].steps == full.config.sampling.steps
+    # And draws `reduced_candidates` layouts unless the call gives its number.
+    few = variant(half, candidates=8, reduced_candidates=4)
+    assert few.prepare()[1].candidates == 4
+    assert few.prepare(SamplingOptions(candidates=8))[1].candidates == 8
+    assert variant(full, candidates=8, reduced_candidates=4).prepare()[1].candidates == 8
+    assert variant(half, candidates=8).prepare()[1].candidates == 8  # 0 = off

@@ -141,7 +141,7 @@ class SinDiffusion:
         stage's position prior replaced by `options.prior` when given, and the config's
         sampling settings with the options applied (`sampling.settings`), checked, and the
         layout switch raised and the network's steps cut for a photo laid out from a reduced
-        copy (`hybrid_finest`, `reduced_steps`);
+        copy (`hybrid_finest`, `reduced_steps`, `reduced_candidates`);
         `options.variety` sets the variation or widens the prior (`variety_settings`).
         Autoguidance asked for explicitly needs a weaker network; the config's is off
         without one."""
@@ -163,6 +163,8 @@ class SinDiffusion:
                 opts.hybrid_sigma = max(opts.hybrid_sigma, switch)
             if opts.reduced_steps > 0 and options.steps is None:
                 opts.steps = opts.reduced_steps
+            if opts.reduced_candidates > 0 and options.candidates is None:
+                opts.candidates = opts.reduced_candidates
         parts = self.parts
         prior = options.prior
         if options.variety is not None:
