@@ -519,3 +519,36 @@ def test_a_photo_laid_out_from_a_reduced_copy_hands_over_earlier_in_fewer_steps(
     assert few.prepare(SamplingOptions(candidates=8))[1].candidates == 8
     assert variant(full, candidates=8, reduced_candidates=4).prepare()[1].candidates == 8
     assert variant(half, candidates=8).prepare()[1].candidates == 8  # 0 = off
+
+
+def test_info_says_what_a_sample_of_a_reduced_photo_takes(hybrid_model, tmp_path, capsys):
+    import dataclasses
+    import json
+
+    from sindiffusion.checkpoint import save_checkpoint
+    from sindiffusion.cli import main
+    from sindiffusion.config import PatchConfig
+
+    def info(**sampling) -> dict:
+        cfg = hybrid_model.config.copy()
+        for key, value in sampling.items():
+            setattr(cfg.sampling, key, value)
+        run = tmp_path / str(len(list(tmp_path.iterdir())))
+        save_checkpoint(run, dataclasses.replace(hybrid_model.checkpoint, config=cfg))
+        capsys.readouterr()
+        assert main(["info", str(run), "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    settings = dict(candidates=8, reduced_candidates=4, steps=6, reduced_steps=2)
+    full = info(**settings)
+    assert full["sampler"] == "heun (6 steps)"
+    assert full["layout"] == "closed-form above sigma 0.7, the closest of 8 candidate layouts"
+    # The 32 px image laid out from its 16 px copy: what `prepare` gives such a photo.
+    reduced = PatchConfig(**{**SMALL_PATCHES, "finest": 16})
+    half = info(**settings, patch=reduced, hybrid_finest=0.2)
+    assert half["sampler"] == "heun (2 steps)"
+    switch = variant(hybrid_model, **settings, patch=reduced, hybrid_finest=0.2).prepare()[1]
+    assert half["layout"] == (
+        f"closed-form above sigma {switch.hybrid_sigma:.3g}, the closest of 4 candidate "
+        "layouts, from a 16 px copy of the image"
+    )

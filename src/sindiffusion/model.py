@@ -33,6 +33,7 @@ from .sampling import (
     Plan,
     base_denoiser,
     build_plan,
+    reduced_settings,
     run,
     run_chunks,
     schedule,
@@ -157,14 +158,8 @@ class SinDiffusion:
                 )
             opts.autoguidance = 0.0
         patch = self.patch if self.network is not None and opts.hybrid_sigma > 0 else None
-        if patch is not None and patch.factors[-1] < 1:  # laid out from a reduced copy
-            if opts.hybrid_finest > 0:
-                switch = opts.hybrid_finest / patch.levels[-1].gain
-                opts.hybrid_sigma = max(opts.hybrid_sigma, switch)
-            if opts.reduced_steps > 0 and options.steps is None:
-                opts.steps = opts.reduced_steps
-            if opts.reduced_candidates > 0 and options.candidates is None:
-                opts.candidates = opts.reduced_candidates
+        if patch is not None:
+            opts = reduced_settings(opts, options, patch.factors[-1])
         parts = self.parts
         prior = options.prior
         if options.variety is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
@@ -76,7 +77,7 @@ class _Level:
             self.basis = torch.eye(dim, device=device)
         self.coords = centred @ self.basis  # (R, d)
         self.pos = pos.to(device)  # (R, 2)
-        self.gain = _noise_gain(factor)
+        self.gain = noise_gain(factor)
 
 
 def _cut(
@@ -116,7 +117,19 @@ def _positions(
     return torch.stack(torch.meshgrid(cy, cx, indexing="ij"), -1).reshape(-1, 2)
 
 
-def _noise_gain(factor: float, side: int = 512) -> float:
+def finest_factor(cfg: PatchConfig, sizes: Sequence[Sequence[int]]) -> float:
+    """The scale of the pyramid's finest level for reference images of these (h, w) sizes:
+    1, or less where `cfg.finest` caps its long side (a large photo laid out from its reduced
+    copy), though never below one patch wide."""
+    if cfg.finest is None:
+        return 1.0
+    side = min(min(size) for size in sizes)
+    long = max(max(size) for size in sizes)
+    return min(1.0, max(cfg.finest / long, (cfg.patch_sizes(1)[0] + 1) / side))
+
+
+@functools.lru_cache(maxsize=64)
+def noise_gain(factor: float, side: int = 512) -> float:
     """Standard deviation of unit white noise after `image.resize` by `factor` (measured)."""
     if factor >= 1:
         return 1.0
@@ -172,12 +185,7 @@ class PatchDenoiser(nn.Module):
         # The pyramid's factors come from the smallest side of all: every image keeps
         # at least `coarsest` px at the coarsest level.
         side = min(min(img.shape[-2:]) for img in images)
-        top = 1.0
-        if cfg.finest is not None:
-            # The finest level no larger than `finest` px (long side), and still one patch
-            # wide: the layout of a large photo from its reduced copy.
-            long = max(max(img.shape[-2:]) for img in images)
-            top = min(1.0, max(cfg.finest / long, (smallest + 1) / side))
+        top = finest_factor(cfg, [img.shape[-2:] for img in images])
         coarsest = min(top, max(cfg.coarsest, cfg.largest_patch + 1) / side)
         n = cfg.levels
         # Geometric factors from coarsest to top (finest last); an image not much larger than

@@ -30,7 +30,7 @@ from .contract import Denoise, Guide
 from .errors import SinDiffusionError
 from .guidance import Autoguidance, KnownRegion, clipped
 from .layout import Hybrid, closest, layout_cut, random_shifts
-from .patch_denoiser import PatchDenoiser
+from .patch_denoiser import PatchDenoiser, noise_gain
 from .samplers import Sampler, get_sampler, resampled, sample_dpmpp_2m
 from .schedules import (
     at_or_below,
@@ -187,6 +187,25 @@ def settings(config: SamplingConfig, options: SamplingOptions) -> SamplingConfig
             f"sampling.autoguidance_sigmas is ({lo:g}, {hi:g}); give (low, high) noise "
             "levels with 0 <= low <= high."
         )
+    return opts
+
+
+def reduced_settings(
+    opts: SamplingConfig, options: SamplingOptions, finest: float
+) -> SamplingConfig:
+    """`opts` (changed in place) for a hybrid whose layout's finest pyramid level is `finest`
+    of the canvas's size: below 1 (a photo laid out from a reduced copy, `patch.finest`) the
+    switch rises to where that level sees noise `hybrid_finest` of its own, and
+    `reduced_steps` / `reduced_candidates` stand in for steps / candidates the call's
+    `options` leave unset; 0 leaves each as it is."""
+    if finest >= 1:
+        return opts
+    if opts.hybrid_finest > 0:
+        opts.hybrid_sigma = max(opts.hybrid_sigma, opts.hybrid_finest / noise_gain(finest))
+    if opts.reduced_steps > 0 and options.steps is None:
+        opts.steps = opts.reduced_steps
+    if opts.reduced_candidates > 0 and options.candidates is None:
+        opts.candidates = opts.reduced_candidates
     return opts
 
 

@@ -4,6 +4,7 @@ calls the Python API once (the options live in `cli.options`)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -74,11 +75,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
+    from ..config import SamplingOptions
+    from ..patch_denoiser import finest_factor
+    from ..sampling import reduced_settings
     from ..unet import UNet, count_parameters, measure_receptive_field
 
     ckpt = load_checkpoint(args.run)
     cfg = ckpt.config
     h, w = ckpt.image.shape[-2:]
+    finest = finest_factor(cfg.sampling.patch, [img.shape[-2:] for img in ckpt.images])
+    opts = dataclasses.replace(cfg.sampling)
+    if opts.hybrid_sigma > 0:
+        opts = reduced_settings(opts, SamplingOptions(), finest)
     info = {
         "preset": cfg.preset,
         "parameters": count_parameters(UNet(cfg.model)),
@@ -88,9 +96,17 @@ def cmd_info(args: argparse.Namespace) -> int:
         "step": ckpt.step,
         "training_minutes": round(ckpt.elapsed / 60, 2),
         "parameterization": cfg.diffusion.parameterization,
-        "sampler": f"{cfg.sampling.sampler} ({cfg.sampling.steps} steps)",
-        "version": ckpt.version,
+        "sampler": f"{opts.sampler} ({opts.steps} steps)",
     }
+    if opts.hybrid_sigma > 0:
+        # What a sample of this run takes, for a photo laid out from a reduced copy too.
+        reduced = finest < 1
+        info["layout"] = (
+            f"closed-form above sigma {opts.hybrid_sigma:.3g}, the closest of "
+            f"{opts.candidates} candidate layouts"
+            + (f", from a {cfg.sampling.patch.finest} px copy of the image" if reduced else "")
+        )
+    info["version"] = ckpt.version
     if args.json:
         print(json.dumps(info, indent=2))
     else:
