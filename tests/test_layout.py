@@ -530,9 +530,7 @@ def test_info_says_what_a_sample_of_a_reduced_photo_takes(hybrid_model, tmp_path
     from sindiffusion.config import PatchConfig
 
     def info(**sampling) -> dict:
-        cfg = hybrid_model.config.copy()
-        for key, value in sampling.items():
-            setattr(cfg.sampling, key, value)
+        cfg = variant(hybrid_model, **sampling).config
         run = tmp_path / str(len(list(tmp_path.iterdir())))
         save_checkpoint(run, dataclasses.replace(hybrid_model.checkpoint, config=cfg))
         capsys.readouterr()

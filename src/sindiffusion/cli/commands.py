@@ -83,9 +83,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.run)
     cfg = ckpt.config
     h, w = ckpt.image.shape[-2:]
-    finest = finest_factor(cfg.sampling.patch, [img.shape[-2:] for img in ckpt.images])
+    # What a sample of this run takes, for a photo laid out from a reduced copy too.
     opts = dataclasses.replace(cfg.sampling)
-    if opts.hybrid_sigma > 0:
+    hybrid = opts.hybrid_sigma > 0
+    finest = finest_factor(cfg.sampling.patch, [img.shape[-2:] for img in ckpt.images])
+    if hybrid:
         opts = reduced_settings(opts, SamplingOptions(), finest)
     info = {
         "preset": cfg.preset,
@@ -98,13 +100,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         "parameterization": cfg.diffusion.parameterization,
         "sampler": f"{opts.sampler} ({opts.steps} steps)",
     }
-    if opts.hybrid_sigma > 0:
-        # What a sample of this run takes, for a photo laid out from a reduced copy too.
-        reduced = finest < 1
+    if hybrid:
         info["layout"] = (
             f"closed-form above sigma {opts.hybrid_sigma:.3g}, the closest of "
             f"{opts.candidates} candidate layouts"
-            + (f", from a {cfg.sampling.patch.finest} px copy of the image" if reduced else "")
+            + (f", from a {cfg.sampling.patch.finest} px copy of the image" if finest < 1 else "")
         )
     info["version"] = ckpt.version
     if args.json:
