@@ -12,6 +12,7 @@ samples/<image>/sample-NNN.png and large.png.
     python benchmarks/zero_training.py --images 1-3 --k 4
     python benchmarks/zero_training.py --split report --k 10
     python benchmarks/zero_training.py --images 1-7,12-14 --knobs '{"temperature": 1.5}'
+    python benchmarks/zero_training.py --split tune --knobs '{"prior": 0.04}' --jsonl rows.jsonl
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--large", default="1024x1024", help="size of the timed large sample; 0: skip")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--jsonl", help="also append one JSON row per image (knobs, scores, times) to this file"
+    )
     args = p.parse_args(argv)
     if args.threads:  # set only when asked: it changes the process's kernels from then on
         torch.set_num_threads(args.threads)
@@ -96,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         ]
         scores = score(real, fakes, fake_format=fmt)
         records["zero-training"][stem] = {"scores": scores, "sample_seconds": sec}
+        if args.jsonl:  # rows of several runs side by side: a sweep needs no scratch script
+            row = {"knobs": knobs, **run, "k": args.k, "image": stem, "sec_per_sample": sec,
+                   "cpu_sec_per_sample": cpu[stem], **scores}  # fmt: skip
+            Path(args.jsonl).parent.mkdir(parents=True, exist_ok=True)
+            with open(args.jsonl, "a") as f:
+                f.write(json.dumps(row) + "\n")
         print(
             f"{stem}: {sec:.2f} s/sample  " + "  ".join(f"{k} {v:.3f}" for k, v in scores.items())
         )

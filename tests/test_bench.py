@@ -202,10 +202,15 @@ def test_zero_training_benchmark_scores_format_matched_beside_the_baselines(tmp_
     Image.fromarray(natural_like(48, 64, seed=9)).save(base / "gpnn" / "1.png")  # none for 2
     out = tmp_path / "out"
     args = ["--data", str(data), "--baselines", str(base), "--images", "1-2", "--k", "2",
-            "--large", "0", "--out", str(out), "--knobs", json.dumps(SMALL_PATCHES)]  # fmt: skip
+            "--large", "0", "--out", str(out), "--knobs", json.dumps(SMALL_PATCHES),
+            "--jsonl", str(tmp_path / "rows.jsonl")]  # fmt: skip
     assert zero.main(args) == 0
     table = (out / "table.md").read_text()
     assert "| zero-training | 2 |" in table and "| gpnn | 1 |" in table
+    # One row per image, with its knobs, so rows of several sweeps can sit in one file.
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    assert [r["image"] for r in rows] == ["1", "2"] and rows[0]["knobs"] == SMALL_PATCHES
+    assert all(r["k"] == 2 and r["sifid_e"] > 0 and r["sec_per_sample"] > 0 for r in rows)
     assert "fakes format-matched" in table and '"patch_size": 7' in table
     assert len(list((out / "samples" / "1").glob("sample-*.png"))) == 2
     assert Image.open(out / "contact.png").size[1] > 2 * 48
