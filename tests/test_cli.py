@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 
 import pytest
 from conftest import natural_like
@@ -69,12 +70,19 @@ def test_same_seed_writes_identical_files(run, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_writes_samples_of_two_aspect_ratios(tmp_path):
+@pytest.mark.parametrize("image", [None, "rocket"])
+def test_demo_writes_samples_of_two_aspect_ratios(tmp_path, capsys, image):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--minutes", "0.01"]) == 0
+    choice = [] if image is None else ["--image", image]
+    assert main(["demo", "--out", str(out), "--minutes", "0.01", *choice]) == 0
+    name = "tibet.jpg" if image is None else f"{image}.jpg"  # tibet is the default
+    assert f"bundled image ({name})" in capsys.readouterr().out
     assert (out / "grid.png").exists()
+    # The samples have the bundled image's shape at the preset's 250 px training size.
+    w, h = Image.open(resources.files("sindiffusion") / "assets" / name).size
     a = Image.open(out / "samples" / "sample-000.png").size
     b = Image.open(out / "wide" / "sample-000.png").size
+    assert a == (250, round(250 * h / w))
     assert b[0] == 2 * a[0] and b[1] == a[1]
 
 

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=3.0,
         help="training minutes, previews included (default 3)",
     )
+    p.add_argument(
+        "--image",
+        choices=list(commands.DEMO_IMAGES),
+        default=next(iter(commands.DEMO_IMAGES)),
+        help="the bundled image: tibet (the Himalaya from orbit, default) or rocket (launch "
+        "towers, a hard case for patch methods)",
+    )
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("train-many", help="train one model per image of a folder (shardable)")
