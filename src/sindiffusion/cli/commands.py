@@ -8,11 +8,11 @@ import dataclasses
 import json
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 from ..config import load_config
 from ..image import (
+    bundled_image,
     check_folder,
     load_image,
     make_grid,
@@ -29,11 +29,6 @@ from .options import (
     sampling_kwargs,
     training_kwargs,
 )
-
-# The demo's bundled images (assets/, public domain, see assets/LICENSE.md): the first is the
-# default, chosen by measured quality and by eye (docs/benchmarks.md#the-demo-image); the
-# rocket is the hard case the docs keep (thin towers against the sky).
-DEMO_IMAGES = {"tibet": "tibet.jpg", "rocket": "rocket.jpg"}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -122,10 +117,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..trainer import train
 
     out = Path(args.out)
-    name = DEMO_IMAGES[args.image]
-    with resources.as_file(resources.files("sindiffusion") / "assets" / name) as image:
-        print(f"training on the bundled image ({name}) for {args.minutes:g} minutes...")
-        model = train(image, preset="fast", out=out / "run", minutes=args.minutes, seed=args.seed)
+    image = bundled_image(args.image)
+    print(f"training on the bundled image ({image.name}) for {args.minutes:g} minutes...")
+    model = train(image, preset="fast", out=out / "run", minutes=args.minutes, seed=args.seed)
     h, w = model.size
     same = model.sample(n=4, seed=args.seed)
     wide = model.sample(n=2, size=(h, 2 * w), seed=args.seed + 1)

@@ -21,7 +21,15 @@ from ..checkpoint import CHECKPOINT
 from ..config import Config, SamplingOptions, load_config, preset
 from ..errors import SinDiffusionError
 from ..guidance import CLIP_ENV, Guide, guide
-from ..image import IMAGE_SUFFIXES, MIN_SIDE, save_image, tensor_to_pil, write_samples
+from ..image import (
+    DEMO_IMAGE,
+    IMAGE_SUFFIXES,
+    MIN_SIDE,
+    bundled_image,
+    save_image,
+    tensor_to_pil,
+    write_samples,
+)
 from ..model import SinDiffusion
 from ..sampling import MAX_VARIETY
 from .runs import (
@@ -236,6 +244,10 @@ class _Page:
                     "upload",
                     120,
                 )
+                example = gr.Button(
+                    "or try the demo's image: the Himalaya from orbit (public domain)",
+                    size="sm", elem_id="example-btn",
+                )  # fmt: skip
                 with gr.Row():
                     train_image = gr.Image(
                         label="as trained", interactive=False, elem_id="train-image",
@@ -258,6 +270,7 @@ class _Page:
         # `upload`, not `change`: removing a refused file must not fire the check again.
         upload.upload(self.show_upload, [upload, max_size], [upload, train_image, upload_info])
         upload.clear(lambda: (None, ""), None, [train_image, upload_info])
+        example.click(self.use_example, [max_size], [upload, train_image, upload_info])
         return SimpleNamespace(
             upload=upload, kind=kind, amount=amount, seed=seed, max_size=max_size,
             train_btn=train_btn, stop_btn=stop_btn, status=status, preview=preview,
@@ -308,6 +321,13 @@ class _Page:
             return None, None, f"**refused:** {e}"
         h, w = img.shape[-2:]
         return self.gr.update(), tensor_to_pil(img), f"trains at {w}x{h} px"
+
+    def use_example(self, max_size):
+        """The demo's bundled image in the upload box, checked as an upload is: a first run
+        needs no photo of one's own."""
+        path = str(bundled_image(DEMO_IMAGE))
+        _, shown, info = self.show_upload(path, max_size)
+        return path, shown, info
 
     @_page_errors
     def run_training(self, path, kind, amount, seed, max_size, request=None):
@@ -737,7 +757,8 @@ def serve(
             share=share,  # explicit: GRADIO_SHARE and hosted notebooks cannot share it
             auth=auth or None,
             max_file_size=int(max_upload_mb * 2**20),
-            allowed_paths=[str(runs)],
+            # The runs, and the demo's image that the example button puts in the upload box.
+            allowed_paths=[str(runs), str(bundled_image(DEMO_IMAGE))],
             theme=page_theme(),
             ssr_mode=False,
             mcp_server=False,
