@@ -25,7 +25,7 @@ from PIL import Image
 
 from sindiffusion.image import bundled_image
 
-# name -> (wheel name prefix, file inside the wheel, crop box (left, top, right, bottom) or None)
+# name -> (wheel name prefix, file inside the wheel, crop box (left, top, right, bottom))
 CANDIDATES = {
     "hubble": ("scikit_image", "skimage/data/hubble_deep_field.jpg", (100, 136, 900, 736)),
     "miriam": (
@@ -51,7 +51,7 @@ def cut(wheels: Path, out: Path) -> list[Path]:
             raise SystemExit(f"no {prefix} wheel in {wheels}; pip download it first (see above).")
         with zipfile.ZipFile(found[-1]) as z:
             image = Image.open(io.BytesIO(z.read(member))).convert("RGB")
-        image = image.crop(box) if box else image
+        image = image.crop(box)
         scale = LONG_SIDE / max(image.size)
         size = (round(image.width * scale), round(image.height * scale))
         written.append(out / f"{name}.jpg")

@@ -13,6 +13,7 @@ import re
 import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +43,6 @@ DEMO_IMAGE = "tibet"
 
 def bundled_image(name: str) -> Path:
     """Path of the bundled image `name` (a key of BUNDLED_IMAGES) inside the installed package."""
-    from importlib import resources
-
     return Path(str(resources.files("sindiffusion") / "assets" / BUNDLED_IMAGES[name]))
 
 
