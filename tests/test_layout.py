@@ -439,7 +439,13 @@ def test_a_variation_redraws_the_training_image_more_freely_the_higher_it_starts
 def test_the_variety_dial_goes_from_a_variation_through_the_free_sample_to_a_wider_prior(
     hybrid_model,
 ):
-    from sindiffusion.sampling import VARIETY_SIGMA, VARIETY_SPREAD, variety_settings
+    from sindiffusion.sampling import (
+        VARIETY_FADE,
+        VARIETY_SIGMA,
+        VARIETY_SPREAD,
+        variety_fade,
+        variety_settings,
+    )
 
     top = float(hybrid_model.sigmas()[0])
     assert variety_settings(0.0, top, 0.05) == (pytest.approx(VARIETY_SIGMA), 0.05)
@@ -449,6 +455,17 @@ def test_the_variety_dial_goes_from_a_variation_through_the_free_sample_to_a_wid
         0.0,
         pytest.approx((0.02 * VARIETY_SPREAD, 0.05 * VARIETY_SPREAD)),
     )
+    # Just below 1 the image fades out of the start and the layout offsets fade in, so the
+    # dial has no jump at 1.
+    fades = [variety_fade(v) for v in (0.5, VARIETY_FADE, 0.95, 0.99, 1.0, 1.5)]
+    assert fades == [0.0, 0.0, pytest.approx(0.5), pytest.approx(0.9), 1.0, 1.0]
+    shifted = variant(hybrid_model, shift=(0.04, 0.1))
+    for v, want in ((0.5, (0.0, 0.0)), (0.95, (0.02, 0.05)), (1.0, (0.04, 0.1))):
+        assert shifted.prepare(SamplingOptions(variety=v))[1].shift == pytest.approx(want)
+    assert variant(shifted, variation=3.0).prepare()[1].shift == (0.0, 0.0)  # its own layout
+    free = shifted.sample(n=2, seed=1, variety=1.0)
+    near, below = (shifted.sample(n=2, seed=1, variety=v) for v in (0.9999, VARIETY_FADE))
+    assert (near - free).abs().mean() < (below - free).abs().mean() / 5  # no jump at 1
     # The dial is these settings: the same images as setting them directly.
     sigma = variety_settings(0.4, top, None)[0]
     assert torch.equal(

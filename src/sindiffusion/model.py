@@ -38,6 +38,7 @@ from .sampling import (
     run_chunks,
     schedule,
     settings,
+    variety_fade,
     variety_settings,
 )
 from .unet import UNet, initial_weights
@@ -143,7 +144,9 @@ class SinDiffusion:
         sampling settings with the options applied (`sampling.settings`), checked, and the
         layout switch raised and the network's steps cut for a photo laid out from a reduced
         copy (`hybrid_finest`, `reduced_steps`, `reduced_candidates`);
-        `options.variety` sets the variation or widens the prior (`variety_settings`).
+        `options.variety` sets the variation, the share of the layout offsets
+        (`variety_fade`) or the prior's width (`variety_settings`); a variation has no layout
+        offsets otherwise.
         Autoguidance asked for explicitly needs a weaker network; the config's is off
         without one."""
         options = options if options is not None else SamplingOptions()
@@ -176,6 +179,10 @@ class SinDiffusion:
                 )
             opts.variation, widened = variety_settings(options.variety, top, own)
             prior = widened if widened != own else None
+            share = variety_fade(options.variety)
+            opts.shift = (opts.shift[0] * share, opts.shift[1] * share)
+        elif opts.variation > 0:
+            opts.shift = (0.0, 0.0)  # a variation keeps its start image's layout
         if prior is not None:
             if self.patch is None:
                 raise SinDiffusionError(
@@ -261,7 +268,8 @@ class SinDiffusion:
         """The positional arguments of `sampling.run` for one `sample` call: plan, n, (h, w),
         generator, device, start (the training image at (h, w) for a variation, else None)."""
         h, w = self.output_size(size, scale)
-        parts, opts = self.prepare(SamplingOptions.of(options, **overrides))
+        call = SamplingOptions.of(options, **overrides)
+        parts, opts = self.prepare(call)
         plan = build_plan(parts, opts, guide=guide)
         generator = generator if generator is not None else seeded(seed, self.device)
         start = None
@@ -269,6 +277,8 @@ class SinDiffusion:
             image = self.image.float()
             start = image if image.shape[-2:] == (h, w) else resize(image, (h, w), mode="bicubic")
             start = start.clamp(-1, 1).to(self.device)
+            if call.variety is not None:  # just below 1 the image fades out of the start
+                start = start * (1 - variety_fade(call.variety))
         return plan, n, (h, w), generator, self.device, start
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -55,9 +55,12 @@ PATCH_BYTES = 700
 NETWORK_BYTES = 1400
 BASE_BYTES = 600 * 2**20
 # The variety dial (`variety`): below 1 a variation of the training image started at a noise
-# level from VARIETY_SIGMA (at 0) up to the schedule's top (at 1); above 1 the layout stage's
-# position prior widened up to VARIETY_SPREAD times (at 2).
+# level from VARIETY_SIGMA (at 0) up to the schedule's top (at 1); from VARIETY_FADE to 1 the
+# image fades out of the start and the layout offsets (`shift`) fade in, so the dial has no
+# jump at 1 (the coarsest layout level sees the image through noise even at the top level);
+# above 1 the layout stage's position prior widened up to VARIETY_SPREAD times (at 2).
 VARIETY_SIGMA = 0.1
+VARIETY_FADE = 0.9
 VARIETY_SPREAD = 6.0
 MAX_VARIETY = 2.0
 
@@ -137,14 +140,21 @@ def candidate_rows(pixels: int) -> int:
     return max(1, CANDIDATE_PIXELS // pixels)
 
 
+def variety_fade(variety: float) -> float:
+    """How far the dial value `variety` is into its fade (0 up to VARIETY_FADE, rising
+    linearly to 1 at variety 1, and 1 above): the training image's weight in a variation's
+    start is 1 minus this, the share of the config's layout offsets this."""
+    return min(1.0, max(0.0, (variety - VARIETY_FADE) / (1 - VARIETY_FADE)))
+
+
 def variety_settings(
     variety: float, top: float, prior: float | tuple[float, float] | None
 ) -> tuple[float, float | tuple[float, float] | None]:
     """(variation, prior) for the dial value `variety` in [0, MAX_VARIETY], given the top
     noise level `top` of the model's schedule and its layout stage's position `prior`: below
     1 a variation from sigma VARIETY_SIGMA * (top / VARIETY_SIGMA) ** variety and the prior
-    as it is; 1 the free sample (variation 0); above 1 the prior times
-    VARIETY_SPREAD ** (variety - 1)."""
+    as it is (faded in and out by `variety_fade` near 1); 1 the free sample (variation 0);
+    above 1 the prior times VARIETY_SPREAD ** (variety - 1)."""
     if not 0 <= variety <= MAX_VARIETY:
         raise SinDiffusionError(
             f"variety is {variety:g}; give a value from 0 (the image redrawn) to {MAX_VARIETY:g} "
@@ -301,8 +311,9 @@ def build_plan(
     (3, H, W), mask (H, W) bool, True = regenerate): keep the image outside the mask
     (`KnownRegion`, outermost); strength: start part-way down the schedule (`start_at`);
     resample: (times, jump) of RePaint resampling of the network's sampler. A variation
-    (`opts.variation` > 0) starts at that level (`start_from`), with no random layout shift:
-    the run starts from an image, whose layout it keeps.
+    (`opts.variation` > 0) starts at that level (`start_from`); `SinDiffusion.prepare` takes
+    its layout offsets away (the run keeps its start image's layout) or, on the variety dial
+    just below 1, scales them.
     """
     fn = resampled(get_sampler(opts.sampler), *resample)
     sigmas = start_at(schedule(parts, opts), strength)
@@ -324,7 +335,7 @@ def build_plan(
         return Plan(kind, stages, parts.images, rows, shift, scale, width)
 
     kind = plan_kind(parts, opts, sigmas)
-    shift = opts.shift if parts.patch is not None and not opts.variation else (0.0, 0.0)
+    shift = opts.shift if parts.patch is not None else (0.0, 0.0)
     if kind is Kind.RENOISE:
         assert parts.patch is not None
         # The closed-form sampler draws whole images (from the start level down), which are

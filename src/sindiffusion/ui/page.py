@@ -449,9 +449,10 @@ class _Page:
                 seed = gr.Number(0, precision=0, label="seed", minimum=0)
             with gr.Row():
                 variety = gr.Slider(
-                    0, MAX_VARIETY, value=1, step=0.05, label="variety (1 = the run's)",
+                    0, MAX_VARIETY, value=1, step=0.01, label="variety (1 = the run's)",
                     info="0 redraws the image's detail and keeps its layout, 0.5 moves its "
-                    "objects a little, 1 draws free samples, 2 the widest layouts",
+                    "objects a little, 0.9 to 1 lets go of it, 1 draws free samples, 2 the "
+                    "widest layouts",
                     elem_id="variety",
                 )  # fmt: skip
             with gr.Row():
