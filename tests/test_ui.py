@@ -152,6 +152,18 @@ def test_each_login_sees_uses_and_stops_only_its_own_runs(tmp_path):
     assert inspect.isgeneratorfunction(per_user.wired(per_user.run_training))  # live updates
 
 
+def test_the_example_button_is_checked_as_an_upload_is(tmp_path):
+    from sindiffusion.ui.page import _Page
+
+    page = _Page(RunStore(tmp_path / "runs"), tiny_config(), 10, "cpu", 1, False)
+    path, shown, info = page.use_example(40)
+    assert Path(path).name == "tibet.jpg" and max(shown.size) == 40 and info.startswith("trains at")
+    # An impossible long side refuses it as it refuses an upload: the box is left empty.
+    with pytest.warns(UserWarning):
+        path, shown, info = page.use_example(-5)
+    assert path is None and shown is None and info.startswith("**refused:**")
+
+
 def test_run_names_are_made_and_checked_on_the_server(tmp_path):
     store = RunStore(tmp_path / "runs")
     run = store.new_run("../../etc/My Photo!.png")

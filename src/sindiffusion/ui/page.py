@@ -327,7 +327,7 @@ class _Page:
         needs no photo of one's own."""
         path = str(bundled_image(DEMO_IMAGE))
         _, shown, info = self.show_upload(path, max_size)
-        return path, shown, info
+        return (path if shown is not None else None), shown, info  # refused: an empty box
 
     @_page_errors
     def run_training(self, path, kind, amount, seed, max_size, request=None):
