@@ -342,8 +342,8 @@ class SamplingOptions:
     )
     variety: float | None = _option(
         "one dial from the image redrawn to wild layouts: 0 keeps the image's layout and "
-        "redraws its detail, 0.5 moves its objects a little, 1 is the run's own free sample, 2 "
-        "the widest layouts",
+        "redraws its detail, 0.5 moves its objects a little, 0.9 to 1 lets go of it, 1 is the "
+        "run's own free sample, 2 the widest layouts",
         "level",
         metavar="V",
         apps=False,
