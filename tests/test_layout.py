@@ -392,6 +392,7 @@ def test_the_saved_config_round_trips_and_old_checkpoints_load():
     cfg.sampling.hybrid_finest, cfg.sampling.reduced_steps = 0.0, 0  # the same at every size
     cfg.sampling.candidates, cfg.sampling.reduced_candidates = 4, 0  # 4 layouts at every size
     cfg.sampling.shift = (0.03, 0.12)  # its narrower layout offsets
+    cfg.sampling.patch.max_refs = 16384  # a random subset of the reference patches
     assert Config.from_dict(old) == cfg
     old["diffusion"]["layout_prior"] = 0  # 0 meant "no prior"
     assert Config.from_dict(old).sampling.patch.prior is None
