@@ -319,7 +319,7 @@ def test_placed_layout_starts_where_the_coarsest_level_sees_pure_noise(hybrid_mo
     # to it: the schedule then starts at the patch denoiser's own top instead.
     levels = ((0, 0.65), (-1, 0.45))
     top = hybrid_model.patch.sigma_max
-    assert top == 2.0 / hybrid_model.patch.levels[0].gain
+    assert top == hybrid_model.patch.cfg.start_noise / hybrid_model.patch.levels[0].gain
     low = variant(hybrid_model, hybrid_sigma=0.3, layout_levels=levels, sigma_max=top / 2)
     assert float(low.sigmas(4)[0]) == pytest.approx(top)
     high = variant(hybrid_model, hybrid_sigma=0.3, layout_levels=levels, sigma_max=top * 2)

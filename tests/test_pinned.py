@@ -77,5 +77,6 @@ def test_pinned_patch_denoiser():
 
 def test_pinned_zero_training_sample():
     x = sindiffusion.zero_training(natural_tensor(24, 32), steps=6).sample(n=1, seed=0)
-    close(x[0, :, 12, 8:12], [-0.1075, -0.1052, -0.0918, -0.0744, 0.468, 0.4606,
-                              0.4352, 0.4045, 0.4017, 0.4371, 0.4516, 0.3865])  # fmt: skip
+    # Re-pinned when zero-training moved its start to noise 20 of the coarsest level, prior 0.1.
+    close(x[0, :, 12, 8:12], [-0.0945, -0.1495, -0.1118, -0.1454, 0.4411, 0.4292,
+                              0.346, 0.4542, 0.3464, 0.4432, 0.3018, 0.3372])  # fmt: skip

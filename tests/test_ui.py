@@ -23,6 +23,7 @@ from conftest import natural_like, tiny_config
 from PIL import Image
 
 from sindiffusion.checkpoint import load_checkpoint
+from sindiffusion.config import PatchConfig
 from sindiffusion.errors import SinDiffusionError
 from sindiffusion.image import bundled_image
 from sindiffusion.ui import RunStore, TrainingJob, check_upload, painted_mask
@@ -401,7 +402,7 @@ def test_page_end_to_end(browser, server):
     assert Image.open(out / "sample-000.png").size == (64, 36)
     # The variety dial: the training image redrawn (0.2), in a folder of its own, closer to the
     # image than the free sample; then back to the run's own.
-    assert "position prior 0.05" in page.inner_text("#run-info")
+    assert f"position prior {PatchConfig().prior:g}" in page.inner_text("#run-info")
     page.locator("#variety input[type=number]").fill("0.2")
     page.locator("#variety input[type=number]").press("Enter")
     page.click("#sample-btn")

@@ -12,6 +12,7 @@ from PIL import Image
 
 import sindiffusion
 from sindiffusion.cli import main
+from sindiffusion.config import Config, PatchConfig, preset
 from sindiffusion.errors import SinDiffusionError
 from sindiffusion.metrics import patch_nn_distance
 from sindiffusion.patch_denoiser import PatchDenoiser
@@ -118,11 +119,19 @@ def test_user_errors(img):
     for bad in (0, (19, 0), (19, 65), tuple(range(3, 20)), 7.5, (9, "x")):
         with pytest.raises(SinDiffusionError, match="patch_size"):
             PatchDenoiser(img, patch_size=bad)
+    for bad in (0, -0.1, 11, "0.1", True):
+        with pytest.raises(SinDiffusionError, match="vote_width is"):
+            PatchDenoiser(img, vote_width=bad)
+
+
+def test_a_narrow_vote_window_still_gives_every_pixel_a_value(img):
+    # 0.04 x 15 px: the window's corners underflowed to 0, and a pixel only corners covered
+    # was 0 / 0 (a NaN sample, SIFID-E 2048 in a sweep).
+    x = sindiffusion.zero_training(img, steps=6, vote_width=0.02).sample(n=1, seed=0)
+    assert torch.isfinite(x).all() and x.abs().max() <= 1
 
 
 def test_patch_sizes_per_level_finest_last():
-    from sindiffusion.config import Config, PatchConfig
-
     cfg = PatchConfig(patch_size=(19, 15), stride=(10, 8))
     assert cfg.patch_sizes(5) == [19, 19, 19, 19, 15] and cfg.patch_sizes(1) == [15]
     assert cfg.strides(3) == [10, 10, 8]
@@ -235,7 +244,7 @@ def test_a_prior_pair_frees_one_direction_only():
 
 
 def test_prior_pairs_are_checked_and_kept_in_configs():
-    from sindiffusion.config import Config, PatchConfig, SamplingConfig
+    from sindiffusion.config import SamplingConfig
 
     cfg = Config(sampling=SamplingConfig(patch=PatchConfig(prior=[0.02, 0.08])))
     assert cfg.sampling.patch.prior == (0.02, 0.08)
@@ -259,3 +268,36 @@ def test_a_zero_training_sample_is_made_of_the_images_patches_not_noise():
     noise = min(patch_nn_distance(image, x).mean().item() for x in (shuffled, uniform))
     print(f"patch NN distance to the image: sample {near:.3f}, noise {noise:.3f}")
     assert near < 0.5 * noise, (near, noise)
+
+
+def test_samples_keep_the_images_share_of_each_region():
+    # A bright band over a near-grey field. Started where the coarsest level sees noise 2 of
+    # its own, the first estimates favour the patches nearest mid-grey and the band shrinks:
+    # measured sample mean 0.07 against the image's 0.27 (8 samples); from noise 20, 0.21.
+    image = torch.full((3, 32, 48), -0.1)
+    image[:, :12] = 0.9
+    image += 0.05 * torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
+    gap = {
+        start: abs(
+            sindiffusion.zero_training(image, steps=10, start_noise=start)
+            .sample(n=8, seed=0)
+            .mean()
+            .item()
+            - image.mean().item()
+        )
+        for start in (2.0, PatchConfig().start_noise)
+    }
+    assert gap[PatchConfig().start_noise] < 0.1 < 0.15 < gap[2.0], gap
+
+
+def test_configs_written_before_start_noise_keep_the_start_of_their_time():
+    saved = preset("fast").to_dict()
+    assert saved["sampling"]["patch"]["start_noise"] == 2.0  # the hybrid's, as before
+    del saved["sampling"]["patch"]["start_noise"]
+    assert Config.from_dict(saved) == preset("fast")
+    saved["sampling"]["patch"]["prior"] = 0.1
+    assert Config.from_dict(saved).sampling.patch.start_noise == 2.0
+    assert PatchConfig().start_noise == 20.0  # zero-training's
+    for bad in (0, -1.0, float("nan"), float("inf"), "20"):
+        with pytest.raises(SinDiffusionError, match="start_noise is"):
+            PatchConfig(start_noise=bad)

@@ -36,6 +36,12 @@ def _whole_number(name: str, value: Any, low: int = 1) -> None:
         raise SinDiffusionError(f"{name} is {value!r}; give a whole number of at least {low}.")
 
 
+def _in_range(name: str, value: Any, high: float) -> None:
+    """A one-sentence error unless `value` is a number above 0 and at most `high`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
+        raise SinDiffusionError(f"{name} is {value!r}; give a number above 0, at most {high:g}.")
+
+
 @dataclass
 class ModelConfig:
     """The patch-receptive-field UNet (`unet.py`)."""
@@ -114,7 +120,7 @@ class PatchConfig:
     handover: float = 0.5  # a level hands over to the next finer one when its own sigma
     # (sigma times its noise gain) falls below this
     temperature: float = 1.0  # softmax temperature T; > 1 blends more patches (diversity, blur)
-    prior: float | tuple[float, float] | None = 0.05  # std, in image sides, of a Gaussian
+    prior: float | tuple[float, float] | None = 0.1  # std, in image sides, of a Gaussian
     # prior on where a patch comes from: patches prefer references from about the same
     # relative position; a pair is (vertical, horizontal); None = off
     topk: int | None = 1  # nearest reference patches kept per noisy patch; None = all (exact)
@@ -123,8 +129,12 @@ class PatchConfig:
     pca_dim: int | None = 24  # distances in this many principal components; None = all
     sigma_floor: float = 0.0  # weights never sharper than at this sigma (less copying, softer)
     sigma_min: float = 0.01  # smallest noise level of its own sampling schedule
-    sigma_max: float | None = None  # largest noise level of its own schedule; None: the
-    # coarsest level starts at sigma 2 (pure noise for x0 in [-1, 1])
+    sigma_max: float | None = None  # largest noise level of its own schedule; None: where
+    # the coarsest level sees noise `start_noise` of its own
+    start_noise: float = 20.0  # the coarsest level's own noise at the top of the schedule:
+    # well above the distance between its patches, so the first estimates do not favour
+    # patches close to mid-grey (at 2 they did, and a sample's share of sky, ground or trees
+    # drifted from the image's: Places50 tune SIFID-E 30.8 -> 24.4 at the same diversity)
     bf16: bool = True  # bfloat16 for the candidate search; the weights are always float32
     seed: int = 0  # seeds the per-call randomness (grid offset, dropout)
 
@@ -161,12 +171,15 @@ class PatchConfig:
                 "16 levels."
             )
         limits.check("refs", self.max_refs, "max_refs (reference patches per level)")
+        if self.vote_width is not None:  # None: a plain average
+            _in_range("vote_width", self.vote_width, 10)
         if not 0 <= self.dropout < 1:
             raise SinDiffusionError(f"dropout is {self.dropout}; give a fraction in [0, 1).")
         if self.temperature <= 0 or self.handover <= 0 or self.sigma_min <= 0:
             raise SinDiffusionError("temperature, handover and sigma_min must be positive.")
         if self.sigma_max is not None and self.sigma_max <= self.sigma_min:
             raise SinDiffusionError("sigma_max must be larger than sigma_min.")
+        _in_range("start_noise", self.start_noise, 1e4)
         if self.topk is not None and self.topk < 1:
             raise SinDiffusionError(
                 f"topk is {self.topk}; give at least 1 (or None for every patch)."
@@ -468,14 +481,14 @@ _OLD_SAMPLING_KEYS = {
 }
 
 
-_PATCH_BEFORE_0_2 = {"patch_size": 7, "stride": 4, "topk": 8}
+_PATCH_BEFORE_0_2 = {"patch_size": 7, "stride": 4, "topk": 8, "start_noise": 2.0}
 
 
 def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
     """A config dict of the current layout from one written before 0.2: the sampling fields
     move from `diffusion` to `sampling`, `layout_prior` / `layout_topk` become the patch
     denoiser's `prior` / `topk`, and the model's dead knobs `in_channels` (3) and `patch` (1)
-    go."""
+    go; a patch config written before `start_noise` gets the 2 of its time."""
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
     model = d.get("model", {})
     for key, only in (("in_channels", 3), ("patch", 1)):
@@ -491,6 +504,11 @@ def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
         patch["prior"] = diffusion.pop("layout_prior") or None  # 0 meant "no prior"
     if "layout_topk" in diffusion:
         patch["topk"] = diffusion.pop("layout_topk")
+    sampling = d.get("sampling")
+    if isinstance(sampling, dict) and isinstance(sampling.get("patch"), dict):
+        # Written before `start_noise`: its layout stage started where the coarsest level
+        # sees noise 2 of its own.
+        sampling["patch"] = {"start_noise": 2.0, **sampling["patch"]}
     if moved or patch:
         sampling = dict(d.get("sampling", {}))
         sampling.update(moved)
@@ -619,12 +637,21 @@ def fast_preset(minutes: float | None = None) -> Config:
             # A photo larger than 512 px is laid out from its 512 px copy: at full size the
             # 16 384 reference patches of a megapixel mottle the layout (SIFID-E 83 -> 43 on
             # a 1024 px tune photo).
+            # The schedule starts at the network's sigma_max (80, where a 250 px image's
+            # coarsest level sees noise 7 of its own) or, for a photo so large that this is
+            # below 2 there, at 2 (zero-training's 20 is not measured for the hybrid yet).
             # Every reference patch of a 250 px image (65 536 a level, not a random 16 384 as
             # zero-training keeps, where it did not pay): LSUN tune SIFID-E 16.6 -> 15.6 at the
             # same diversity, closer on 8 of 9; Places50 tune 1, 8, 14, 24 18.6 -> 18.9,
             # copy 32 0.172 -> 0.155.
             patch=PatchConfig(
-                patch_size=(19, 15), stride=(10, 8), prior=0.065, topk=1, finest=512, max_refs=65536
+                patch_size=(19, 15),
+                stride=(10, 8),
+                prior=0.065,
+                topk=1,
+                finest=512,
+                max_refs=65536,
+                start_noise=2.0,
             ),
             autoguidance=0.3,  # away from the generic starting weights
             # Not above half a megapixel: at 1024 x 1024 its weak network's 6 extra calls cost

@@ -227,7 +227,7 @@ class PatchDenoiser(nn.Module):
 
     @property
     def sigma_max(self) -> float:
-        return self.cfg.sigma_max or 2.0 / self.levels[0].gain
+        return self.cfg.sigma_max or self.cfg.start_noise / self.levels[0].gain
 
     def sampling_sigmas(self, steps: int) -> torch.Tensor:
         """`steps` decreasing noise levels from sigma_max to sigma_min, then 0: coarse to fine,
@@ -396,7 +396,9 @@ def _vote_window(p: int, width: float | None) -> torch.Tensor:
         return torch.ones(p, p)
     r = torch.arange(p, dtype=torch.float32) - (p - 1) / 2
     g = torch.exp(-(r**2) / (2 * (width * p) ** 2))
-    return g[:, None] * g[None, :]
+    # A floor, so that a narrow window's corners do not underflow to 0: a pixel that only
+    # patch corners cover would get no weight at all (0 / 0). 0.12's corners are ~1e-7.
+    return (g[:, None] * g[None, :]).clamp_min(1e-12)
 
 
 def _vote_sum(index: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
