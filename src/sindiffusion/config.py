@@ -639,7 +639,9 @@ def fast_preset(minutes: float | None = None) -> Config:
             # a 1024 px tune photo).
             # The schedule starts at the network's sigma_max (80, where a 250 px image's
             # coarsest level sees noise 7 of its own) or, for a photo so large that this is
-            # below 2 there, at 2 (zero-training's 20 is not measured for the hybrid yet).
+            # below 2 there, at 2. Zero-training's 20 moved along the line here, not past it
+            # (docs/zero-training.md, `start_noise`): the candidates already pick layouts by
+            # their share of each kind of patch.
             # Every reference patch of a 250 px image (65 536 a level, not a random 16 384 as
             # zero-training keeps, where it did not pay): LSUN tune SIFID-E 16.6 -> 15.6 at the
             # same diversity, closer on 8 of 9; Places50 tune 1, 8, 14, 24 18.6 -> 18.9,
