@@ -11,6 +11,7 @@ samples/<image>/sample-NNN.png and large.png.
 
     python benchmarks/zero_training.py --images 1-3 --k 4
     python benchmarks/zero_training.py --split report --k 10
+    python benchmarks/zero_training.py --images 26 --large-only   # 1024 px time and memory
     python benchmarks/zero_training.py --images 1-7,12-14 --knobs '{"temperature": 1.5}'
     python benchmarks/zero_training.py --split tune --knobs '{"prior": 0.04}' --jsonl rows.jsonl
 """
@@ -64,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--sampler", default=None, help="sampler (default: the model's)")
     p.add_argument("--large", default="1024x1024", help="size of the timed large sample; 0: skip")
+    p.add_argument(
+        "--large-only",
+        action="store_true",
+        help="only the large sample, from the first image: its time and the process's peak "
+        "memory without the scoring networks",
+    )
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -83,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     records.update({name: {} for name in DEFAULT_COMPARE})
     sheet_rows, labels, first_model = [], [], None
     cpu: dict[str, float] = {}  # CPU seconds per sample, all threads: robust to a busy machine
-    for path in files:
+    if args.large_only:
+        first_model = zero_training(load_image(files[0], max_size=250), **knobs)
+    for path in [] if args.large_only else files:
         stem = path.stem
         real = load_image(path, max_size=250)
         fmt = None if args.no_format_match else jpeg_format(path)
@@ -119,13 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         sheet_rows.append(row)
         labels.append([stem])
 
-    table = format_table({k: v for k, v in records.items() if v})
-    lines = [table, ""]
-    lines.append(
-        "CPU seconds per sample (all threads): "
-        + ", ".join(f"{k}: {v:.2f}" for k, v in cpu.items())
-        + "."
-    )
+    lines = []
+    if not args.large_only:
+        lines += [format_table({k: v for k, v in records.items() if v}), ""]
+        lines.append(
+            "CPU seconds per sample (all threads): "
+            + ", ".join(f"{k}: {v:.2f}" for k, v in cpu.items())
+            + "."
+        )
     if args.large != "0" and first_model is not None:
         h, w = parse_size(args.large)
         first_model.sample(1, size=(h, w), seed=args.seed, **run)  # warm-up at this size
@@ -135,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         save_image(big[0], out / "large.png")
         lines.append(
             f"Large sample ({files[0].stem}, {w}x{h}): {sec:.2f} s ({csec:.2f} CPU s); peak memory of the "
-            f"process (sampling and scoring): {peak_rss_mb():.0f} MB."
+            f"process ({'sampling only' if args.large_only else 'sampling and scoring'}): "
+            f"{peak_rss_mb():.0f} MB."
         )
     lines.append(
         f"Knobs: {json.dumps(asdict(first_model.config.sampling.patch)) if first_model else knobs}; "
@@ -148,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "table.md", lambda tmp: Path(tmp).write_text(text))
+    if not sheet_rows:  # --large-only
+        print(f"wrote {out}/table.md and {out}/large.png")
+        return 0
     sheet = contact_sheet(
         sheet_rows, ["real", "zero 1", "zero 2", "zero 3", *DEFAULT_COMPARE], labels
     )

@@ -214,3 +214,12 @@ def test_zero_training_benchmark_scores_format_matched_beside_the_baselines(tmp_
     assert "fakes format-matched" in table and '"patch_size": 7' in table
     assert len(list((out / "samples" / "1").glob("sample-*.png"))) == 2
     assert Image.open(out / "contact.png").size[1] > 2 * 48
+    # Only the large sample: its time and the memory of sampling alone, nothing scored.
+    large = tmp_path / "large"
+    args = ["--data", str(data), "--images", "2", "--large", "56x40", "--large-only",
+            "--out", str(large), "--knobs", json.dumps(SMALL_PATCHES)]  # fmt: skip
+    assert zero.main(args) == 0
+    table = (large / "table.md").read_text()
+    assert "Large sample (2, 56x40)" in table and "(sampling only)" in table
+    assert "| method |" not in table and not (large / "contact.png").exists()
+    assert Image.open(large / "large.png").size == (56, 40)
