@@ -638,7 +638,7 @@ def fast_preset(minutes: float | None = None) -> Config:
             # 16 384 reference patches of a megapixel mottle the layout (SIFID-E 83 -> 43 on
             # a 1024 px tune photo).
             # The schedule starts at the network's sigma_max (80, where a 250 px image's
-            # coarsest level sees noise 7 of its own) or, for a photo so large that this is
+            # coarsest level sees noise 5 to 8 of its own) or, for a photo so large that this is
             # below 2 there, at 2. Zero-training's 20 moved along the line here, not past it
             # (docs/zero-training.md, `start_noise`): the candidates already pick layouts by
             # their share of each kind of patch.
