@@ -122,6 +122,11 @@ def test_user_errors(img):
     for bad in (0, -0.1, 11, "0.1", True):
         with pytest.raises(SinDiffusionError, match="vote_width is"):
             PatchDenoiser(img, vote_width=bad)
+    # Knobs from someone else's config: a wrong type is a sentence, not a TypeError.
+    for knob, bad in (("temperature", "1"), ("handover", None), ("sigma_min", float("nan")),
+                      ("sigma_max", "80"), ("sigma_floor", True), ("topk", 1.5)):  # fmt: skip
+        with pytest.raises(SinDiffusionError, match=f"{knob} is"):
+            PatchConfig(**{knob: bad})
 
 
 def test_a_narrow_vote_window_still_gives_every_pixel_a_value(img):

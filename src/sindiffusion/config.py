@@ -173,6 +173,18 @@ class PatchConfig:
         limits.check("refs", self.max_refs, "max_refs (reference patches per level)")
         if self.vote_width is not None:  # None: a plain average
             _in_range("vote_width", self.vote_width, 10)
+        # A config may come from someone else's run: a string where a number belongs is a
+        # one-sentence error here, not a TypeError in a comparison below.
+        numbers = ["dropout", "temperature", "handover", "sigma_min", "sigma_floor"]
+        numbers += ["sigma_max"] if self.sigma_max is not None else []
+        for name in numbers:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise SinDiffusionError(f"{name} is {value!r}; give a number.")
+        if self.topk is not None and (
+            isinstance(self.topk, bool) or not isinstance(self.topk, int)
+        ):
+            raise SinDiffusionError(f"topk is {self.topk!r}; give a whole number (or None).")
         if not 0 <= self.dropout < 1:
             raise SinDiffusionError(f"dropout is {self.dropout}; give a fraction in [0, 1).")
         if self.temperature <= 0 or self.handover <= 0 or self.sigma_min <= 0:
