@@ -254,7 +254,7 @@ def test_prior_pairs_are_checked_and_kept_in_configs():
     cfg = Config(sampling=SamplingConfig(patch=PatchConfig(prior=[0.02, 0.08])))
     assert cfg.sampling.patch.prior == (0.02, 0.08)
     assert Config.from_dict(json.loads(cfg.to_json())).sampling.patch.prior == (0.02, 0.08)
-    for bad in ((0.02, 0.03, 0.04), (0.02, -0.1), 0, -0.05):
+    for bad in ((0.02, 0.03, 0.04), (0.02, -0.1), 0, -0.05, "0.1", (0.02, "x"), True):
         with pytest.raises(SinDiffusionError, match="prior is"):
             PatchConfig(prior=bad)
 

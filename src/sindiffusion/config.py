@@ -139,6 +139,14 @@ class PatchConfig:
     seed: int = 0  # seeds the per-call randomness (grid offset, dropout)
 
     def __post_init__(self) -> None:
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        stds = self.prior if isinstance(self.prior, (list, tuple)) else [self.prior]
+        if self.prior is not None and not all(number(v) for v in stds):
+            raise SinDiffusionError(
+                f"prior is {self.prior!r}; give one std or a (vertical, horizontal) pair."
+            )
         if isinstance(self.prior, (list, tuple)):
             pair = tuple(float(v) for v in self.prior)
             if len(pair) != 2:
