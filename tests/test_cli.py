@@ -122,6 +122,15 @@ def test_user_errors_are_one_line(tmp_path, capsys, run, tiny_config_file):
     badup.write_text('{"model": {"upsample": "bilinear"}}')
     msg = _error(capsys, ["train", str(small), "--out", out, "--config", str(badup)])
     assert "model.upsample is 'bilinear'; use one of conv, low_conv" in msg
+    # A string where a number belongs, as someone else's config may have: a sentence, not a
+    # TypeError from the first comparison that meets it.
+    for section, field, want in (("sampling", "sigma_min", "a number"), ("train", "lr", "a number"),
+                                 ("sampling", "steps", "a whole number"),
+                                 ("train", "bf16", "true or false")):  # fmt: skip
+        badtype = tmp_path / f"{field}.json"
+        badtype.write_text(json.dumps({section: {field: "x"}}))
+        msg = _error(capsys, ["train", str(small), "--out", out, "--config", str(badtype)])
+        assert f"{section}.{field} is 'x'; give {want}" in msg, msg
     assert "nothing to resume" in _error(
         capsys, ["train", str(small), "--out", str(tmp_path / "new"), "--resume"]
     )

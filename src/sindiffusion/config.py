@@ -36,6 +36,32 @@ def _whole_number(name: str, value: Any, low: int = 1) -> None:
         raise SinDiffusionError(f"{name} is {value!r}; give a whole number of at least {low}.")
 
 
+_KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _check_types(config: Any, prefix: str = "") -> None:
+    """A one-sentence error for a field of a plain type (int, float, bool or str, or one of them
+    or None) that holds something else: a config may come from someone else's run folder, and
+    a string where a number belongs must not reach a comparison or a formula."""
+    for f in dataclasses.fields(config):
+        kind, _, rest = str(f.type).partition(" | ")
+        if kind not in _KINDS or rest not in ("", "None"):
+            continue
+        value = getattr(config, f.name)
+        if value is None and rest == "None":
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = {
+            "int": number and isinstance(value, int),
+            "float": number and value == value,  # not NaN
+            "bool": isinstance(value, bool),
+            "str": isinstance(value, str),
+        }[kind]
+        if not ok:
+            none = " (or null)" if rest else ""
+            raise SinDiffusionError(f"{prefix}{f.name} is {value!r}; give {_KINDS[kind]}{none}.")
+
+
 def _in_range(name: str, value: Any, high: float) -> None:
     """A one-sentence error unless `value` is a number above 0 and at most `high`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
@@ -55,6 +81,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         # A config may come from someone else's run folder: check it before a network is built.
+        _check_types(self, "model.")
         mults = self.channel_mults
         if not (isinstance(mults, (list, tuple)) and 1 <= len(mults) <= 8):
             raise SinDiffusionError("model.channel_mults must be a list of 1 to 8 whole numbers.")
@@ -93,6 +120,7 @@ class DiffusionConfig:
     p_std: float = 1.2  # edm: std of log sigma of the training noise levels
 
     def __post_init__(self) -> None:
+        _check_types(self, "diffusion.")
         if self.parameterization not in PARAMETERIZATIONS:
             raise SinDiffusionError(
                 f"diffusion.parameterization is {self.parameterization!r}; use eps or edm."
@@ -139,6 +167,8 @@ class PatchConfig:
     seed: int = 0  # seeds the per-call randomness (grid offset, dropout)
 
     def __post_init__(self) -> None:
+        _check_types(self)  # the knobs' own names: zero-training takes them as keywords
+
         def number(v: Any) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -181,18 +211,6 @@ class PatchConfig:
         limits.check("refs", self.max_refs, "max_refs (reference patches per level)")
         if self.vote_width is not None:  # None: a plain average
             _in_range("vote_width", self.vote_width, 10)
-        # A config may come from someone else's run: a string where a number belongs is a
-        # one-sentence error here, not a TypeError in a comparison below.
-        numbers = ["dropout", "temperature", "handover", "sigma_min", "sigma_floor"]
-        numbers += ["sigma_max"] if self.sigma_max is not None else []
-        for name in numbers:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-                raise SinDiffusionError(f"{name} is {value!r}; give a number.")
-        if self.topk is not None and (
-            isinstance(self.topk, bool) or not isinstance(self.topk, int)
-        ):
-            raise SinDiffusionError(f"topk is {self.topk!r}; give a whole number (or None).")
         if not 0 <= self.dropout < 1:
             raise SinDiffusionError(f"dropout is {self.dropout}; give a fraction in [0, 1).")
         if self.temperature <= 0 or self.handover <= 0 or self.sigma_min <= 0:
@@ -292,14 +310,15 @@ class SamplingConfig:
     # objects' shapes, 3 and more: where they are); 0 = a free sample
 
     def __post_init__(self) -> None:
+        _check_types(self, "sampling.")
         self.shift = (float(self.shift[0]), float(self.shift[1]))
         lo, hi = self.autoguidance_sigmas
         self.autoguidance_sigmas = (float(lo), float(hi))
         if isinstance(self.patch, dict):
             self.patch = PatchConfig(**self.patch)
         self.layout_levels = _layout_levels(self.layout_levels)
-        # Types are checked where a call uses them (`sampling.settings`); sizes here, so a
-        # config from someone else's run cannot ask for a billion steps.
+        # A call's options are checked where it uses them (`sampling.settings`); the config's
+        # sizes here, so a config from someone else's run cannot ask for a billion steps.
         for name in ("steps", "hybrid_steps", "renoise_steps"):
             if isinstance(getattr(self, name), int):
                 limits.check("steps", getattr(self, name), f"sampling.{name}")
@@ -442,6 +461,9 @@ class TrainConfig:
     # a run killed by the OOM killer or a crash loses at most that; None = by steps only
     preview_every: int = 1000  # steps between preview sample grids; 0 = only at the end
     preview_steps: int = 25  # sampler steps of the previews (the run's sampler, fewer steps)
+
+    def __post_init__(self) -> None:
+        _check_types(self, "train.")
 
 
 @dataclass
