@@ -618,6 +618,12 @@ def _(ws):
     return expect_error(ws, _sample_run(ws, folder), "whole number")
 
 
+@case("configs from others", "sampling.sigma_min 'small' (a string)", "error: a number")
+def _(ws):
+    folder = _edited_run(ws, "sigma", _config_edit("sampling", "sigma_min", "small"))
+    return expect_error(ws, _sample_run(ws, folder), "give a number")
+
+
 @case("configs from others", "sampling.steps 10^9, candidates 10^6", "error: above the limit")
 def _(ws):
     outcomes = [
