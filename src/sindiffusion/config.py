@@ -36,6 +36,11 @@ def _whole_number(name: str, value: Any, low: int = 1) -> None:
         raise SinDiffusionError(f"{name} is {value!r}; give a whole number of at least {low}.")
 
 
+def _is_number(value: Any) -> bool:
+    """An int or a float, not a bool (True is an int to Python, not a number to a user)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 _KINDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string"}
 
 
@@ -50,10 +55,9 @@ def _check_types(config: Any, prefix: str = "") -> None:
         value = getattr(config, f.name)
         if value is None and rest == "None":
             continue
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
         ok = {
-            "int": number and isinstance(value, int),
-            "float": number and value == value,  # not NaN
+            "int": _is_number(value) and isinstance(value, int),
+            "float": _is_number(value) and value == value,  # not NaN
             "bool": isinstance(value, bool),
             "str": isinstance(value, str),
         }[kind]
@@ -64,7 +68,7 @@ def _check_types(config: Any, prefix: str = "") -> None:
 
 def _in_range(name: str, value: Any, high: float) -> None:
     """A one-sentence error unless `value` is a number above 0 and at most `high`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
+    if not (_is_number(value) and 0 < value <= high):
         raise SinDiffusionError(f"{name} is {value!r}; give a number above 0, at most {high:g}.")
 
 
@@ -168,12 +172,8 @@ class PatchConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)  # the knobs' own names: zero-training takes them as keywords
-
-        def number(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool)
-
         stds = self.prior if isinstance(self.prior, (list, tuple)) else [self.prior]
-        if self.prior is not None and not all(number(v) for v in stds):
+        if self.prior is not None and not all(_is_number(v) for v in stds):
             raise SinDiffusionError(
                 f"prior is {self.prior!r}; give one std or a (vertical, horizontal) pair."
             )
@@ -336,7 +336,7 @@ def _layout_levels(value: Any) -> tuple[float | tuple[int, float], ...]:
     of a pyramid level (-16 to 15) and a positive noise level."""
 
     def positive(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+        return _is_number(v) and v > 0
 
     def pair(v: Any) -> bool:
         return (
@@ -546,11 +546,11 @@ def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
         patch["prior"] = diffusion.pop("layout_prior") or None  # 0 meant "no prior"
     if "layout_topk" in diffusion:
         patch["topk"] = diffusion.pop("layout_topk")
-    sampling = d.get("sampling")
-    if isinstance(sampling, dict) and isinstance(sampling.get("patch"), dict):
+    saved = d.get("sampling")
+    if isinstance(saved, dict) and isinstance(saved.get("patch"), dict):
         # Written before `start_noise`: its layout stage started where the coarsest level
         # sees noise 2 of its own.
-        sampling["patch"] = {"start_noise": 2.0, **sampling["patch"]}
+        saved["patch"] = {"start_noise": 2.0, **saved["patch"]}
     if moved or patch:
         sampling = dict(d.get("sampling", {}))
         sampling.update(moved)
