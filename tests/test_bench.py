@@ -10,10 +10,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import natural_like, natural_tensor, tiny_config
 from PIL import Image
 
 import sindiffusion
+from sindiffusion.device import bf16_fast
 from sindiffusion.errors import SinDiffusionError
 from sindiffusion.report import mean_std
 
@@ -109,6 +111,8 @@ def test_end_to_end_tiny_run_resumes_from_cache(tmp_path, capsys):
     assert main(args) == 0
     table = (out / "table.md").read_text()
     assert "| ours (fast, 2 steps) | 2 |" in table and "| other | 1 |" in table
+    # Times depend on the precision: the header says which one ran.
+    assert ("bfloat16 autocast" if bf16_fast(torch.device("cpu")) else "float32 (no fast") in table
     assert "Only the images every method has (1)" in table
     rows = list(csv.DictReader((out / "per_image.csv").open()))
     assert [(r["method"], r["image"], r["n_fakes"]) for r in rows] == [
