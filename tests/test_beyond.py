@@ -63,7 +63,9 @@ def test_tiled_samples_meet_themselves_without_a_seam(zero):
     assert tiled.shape == plain.shape and torch.isfinite(tiled).all()
     seams = [tile_seam_score(x) for x in tiled]
     free = [tile_seam_score(x) for x in plain]
-    assert max(seams) < 2 and min(free) > 3, (seams, free)
+    # 1.7 / 0.7 / 2.0 against 6.9 to 7.1 on a Xeon without bf16, whose float32 rounding picks
+    # other nearest patches here and there than the machine these were first measured on.
+    assert max(seams) < 2.5 and min(free) > 3, (seams, free)
 
 
 def test_tiled_hybrid_samples_have_no_seam(hybrid):

@@ -18,8 +18,8 @@ from sindiffusion.patch_denoiser import PatchDenoiser
 ATOL = 2e-3  # float32 convolutions differ by ~1e-6 between CPU kinds; a real change is > 1e-2
 
 
-def close(got: torch.Tensor, want: list[float]) -> None:
-    torch.testing.assert_close(got.flatten(), torch.tensor(want), atol=ATOL, rtol=0)
+def close(got: torch.Tensor, want: list[float], atol: float = ATOL) -> None:
+    torch.testing.assert_close(got.flatten(), torch.tensor(want), atol=atol, rtol=0)
 
 
 @pytest.fixture(scope="module")

@@ -148,5 +148,7 @@ def test_pinned_inpaint(hybrid):
 
 def test_pinned_tiled_mirrored_sample(hybrid):
     x = hybrid.sample(n=1, seed=0, tile=True, mirror="x", candidates=1, size=(24, 40))
+    # Tiling and the mirror's average carry float32 differences between CPU kinds further than
+    # the other paths: 3.3e-3 on a Xeon without bf16 (a real change is > 1e-2).
     close(x[0, :, 12, 8:12], [-0.6639, -0.0422, -0.2404, 0.0359, 0.0889, 0.4925,
-          -0.1252, 0.0402, 0.1318, 0.2472, -0.0795, 0.2479])  # fmt: skip
+          -0.1252, 0.0402, 0.1318, 0.2472, -0.0795, 0.2479], atol=5e-3)  # fmt: skip
