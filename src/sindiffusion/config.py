@@ -523,7 +523,7 @@ _OLD_SAMPLING_KEYS = {
 }
 
 
-_PATCH_BEFORE_0_2 = {"patch_size": 7, "stride": 4, "topk": 8, "start_noise": 2.0}
+_PATCH_BEFORE_0_2 = {"patch_size": 7, "stride": 4, "topk": 8}
 
 
 def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
@@ -546,17 +546,17 @@ def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
         patch["prior"] = diffusion.pop("layout_prior") or None  # 0 meant "no prior"
     if "layout_topk" in diffusion:
         patch["topk"] = diffusion.pop("layout_topk")
-    saved = d.get("sampling")
-    if isinstance(saved, dict) and isinstance(saved.get("patch"), dict):
-        # Written before `start_noise`: its layout stage started where the coarsest level
-        # sees noise 2 of its own.
-        saved["patch"] = {"start_noise": 2.0, **saved["patch"]}
     if moved or patch:
         sampling = dict(d.get("sampling", {}))
         sampling.update(moved)
         # The layout patches of that time, which are no longer the defaults.
         sampling["patch"] = {**_PATCH_BEFORE_0_2, **sampling.get("patch", {}), **patch}
         d["sampling"] = sampling
+    saved = d.get("sampling")
+    if isinstance(saved, dict) and isinstance(saved.get("patch"), dict):
+        # Written before `start_noise`: its layout stage started where the coarsest level
+        # sees noise 2 of its own.
+        saved["patch"] = {"start_noise": 2.0, **saved["patch"]}
     return d
 
 
